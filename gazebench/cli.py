@@ -1,0 +1,133 @@
+"""The command line: parse, call, print.  User mistakes exit with status 2 and one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from gazebench.errors import UserError
+from gazebench.registry import DATASETS, METHODS, METRICS, MODELS
+
+REGISTRIES = {"methods": METHODS, "models": MODELS, "metrics": METRICS, "datasets": DATASETS}
+
+
+class Command(click.Command):
+    """Turns a UserError into one line on stderr and exit status 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            click.echo(f"gazebench: error: {error}", err=True)
+            ctx.exit(2)
+
+
+class Group(click.Group):
+    command_class = Command
+    group_class = type
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="gazebench")
+def main() -> None:
+    """gazebench: do the saliency maps of chest X-ray classifiers look where radiologists look?"""
+
+
+def data_options(function):
+    function = click.option("--images-root", type=click.Path(path_type=Path), help="MIMIC-CXR(-JPG) tree when it is not under --root.")(function)
+    function = click.option("--root", type=click.Path(path_type=Path), help="Folder of your local copy of the dataset.")(function)
+    function = click.option("--data", default="synth", show_default=True, help="Dataset: synth (embedded) or egd.")(function)
+    return function
+
+
+@main.command()
+@click.option("--model", required=True, help="Registered model name (see `gazebench list models`).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint from `gazebench train` (default: the cached model for the embedded data).")
+@data_options
+@click.option("--methods", default="all", show_default=True, help="'all' or a comma list of methods.")
+@click.option("--metrics", default="all", show_default=True, help="'all' or a comma list of metrics.")
+@click.option("--target", type=click.Choice(["label", "pred"]), default="label", show_default=True, help="Class the maps explain.")
+@click.option("--split", default="test", show_default=True, help="train, dev, test or all.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<model>-<data>-<split>-seed<seed>); reusing one resumes it.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def run(model, checkpoint, data, root, images_root, methods, metrics, target, split, device, batch_size, limit, out, seed) -> None:
+    """Compute saliency maps, score them against gaze, and print the leaderboard."""
+    from gazebench.engine import RunRequest, execute_run, prepare_run
+    from gazebench.leaderboard import format_markdown
+    from gazebench.models.jobs import adapter_for_run
+
+    DATASETS.get(data)
+    MODELS.get(model)
+    request = RunRequest(
+        model=model,
+        methods=METHODS.resolve_list(methods),
+        metrics=METRICS.resolve_list(metrics),
+        out=out or Path("runs") / f"{model}-{data}-{split}-seed{seed}",
+        data=data,
+        root=root,
+        images_root=images_root,
+        split=split,
+        checkpoint=checkpoint,
+        target=target,
+        device=device,
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+    )
+    adapter, checkpoint_path, sha256 = adapter_for_run(model, checkpoint, data, root, images_root)
+    request.checkpoint = checkpoint_path
+    prepared = prepare_run(request, adapter, sha256)
+    leaderboard = execute_run(prepared)
+    click.echo(format_markdown(leaderboard))
+    click.echo(f"\nrun directory: {request.out} (leaderboard.csv, leaderboard.md, scores/, run.log)")
+
+
+@main.command()
+@click.option("--model", required=True, help="Registered model name.")
+@data_options
+@click.option("--recipe", default="embedded", show_default=True, help="Recipe: 'embedded' (small, CPU) or 'paper'.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's number of epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write (default: the model cache for the embedded data).")
+def train(model, data, root, images_root, recipe, epochs, seed, out) -> None:
+    """Train a model (checkpoint picked on dev) and report its test AUROC."""
+    from gazebench.models.jobs import train_job
+
+    DATASETS.get(data)
+    MODELS.get(model)
+    result = train_job(model, data, root, images_root, recipe, epochs, seed, out)
+    click.echo(result.summary())
+
+
+@main.group(cls=Group)
+def data() -> None:
+    """Generate, check and prepare datasets."""
+
+
+@data.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to create.")
+@click.option("--n", type=click.IntRange(min=3), default=400, show_default=True, help="Number of images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(out, n, seed) -> None:
+    """Write the synthetic dataset in EGD's on-disk layout."""
+    from gazebench.data import synth as generator
+
+    generator.generate(out, n=n, seed=seed)
+    click.echo(f"wrote {n} synthetic images in the EGD layout to {out}")
+
+
+@main.command(name="list")
+@click.argument("kind", required=False, type=click.Choice(sorted(REGISTRIES)))
+def list_registered(kind) -> None:
+    """Show the registered methods, models, metrics and datasets."""
+    for name in [kind] if kind else sorted(REGISTRIES):
+        click.echo(f"{name}: {', '.join(REGISTRIES[name].names())}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: Sample/Batch, readers, gaze maps, the embedded synthetic dataset."""

@@ -1,0 +1,88 @@
+"""Sample and Batch: one image and everything known about it, on the scoring grid.
+
+Every spatial field lives on the protocol's square grid (``grid`` x ``grid`` pixels): the
+original image letterboxed (aspect preserved, centred, zero padding).  Fixation coordinates
+are grid pixels (x to the right, y down, origin at the top-left pixel's corner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Sample:
+    image_id: str
+    patient_id: str
+    image: torch.Tensor  # [1, G, G] float in [0, 1]
+    label: int  # index into the dataset's class names
+    gaze: torch.Tensor  # [G, G] float, sums to 1 (all zeros when the image has no fixation)
+    fixations: torch.Tensor  # [N, 3] (x, y, duration in s) on the grid
+    regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [G, G] bool
+    evidence: torch.Tensor | None = None  # [G, G] bool, where the abnormality is (may be empty)
+
+
+@dataclass
+class Batch:
+    image_ids: list[str]
+    patient_ids: list[str]
+    images: torch.Tensor  # [B, 1, G, G]
+    labels: torch.Tensor  # [B] long
+    gaze: torch.Tensor  # [B, G, G], each map sums to 1 (or 0 without fixations)
+    fixation_maps: torch.Tensor  # [B, G, G] float: number of fixations per grid pixel
+    fixations: list[torch.Tensor]  # B tensors [N_i, 3]
+    regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B, G, G] bool
+    evidence: torch.Tensor | None = None  # [B, G, G] bool
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(
+            image_ids=self.image_ids,
+            patient_ids=self.patient_ids,
+            images=move(self.images),
+            labels=move(self.labels),
+            gaze=move(self.gaze),
+            fixation_maps=move(self.fixation_maps),
+            fixations=[move(f) for f in self.fixations],
+            regions={k: move(v) for k, v in self.regions.items()},
+            evidence=move(self.evidence),
+        )
+
+
+def fixation_map(fixations: torch.Tensor, grid: int) -> torch.Tensor:
+    """Binary-count map [G, G]: +1 at the grid pixel of each fixation (off-grid ones ignored)."""
+    counts = torch.zeros(grid * grid, dtype=torch.float32)
+    if len(fixations):
+        cols = fixations[:, 0].floor().long()
+        rows = fixations[:, 1].floor().long()
+        inside = (cols >= 0) & (cols < grid) & (rows >= 0) & (rows < grid)
+        index = rows[inside] * grid + cols[inside]
+        counts.index_add_(0, index, torch.ones(len(index)))
+    return counts.view(grid, grid)
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """Stack Samples into a Batch (regions: the names common to every sample)."""
+    grid = samples[0].image.shape[-1]
+    region_names = set(samples[0].regions)
+    for sample in samples[1:]:
+        region_names &= set(sample.regions)
+    evidence = None
+    if all(s.evidence is not None for s in samples):
+        evidence = torch.stack([s.evidence for s in samples])
+    return Batch(
+        image_ids=[s.image_id for s in samples],
+        patient_ids=[s.patient_id for s in samples],
+        images=torch.stack([s.image for s in samples]),
+        labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+        gaze=torch.stack([s.gaze for s in samples]),
+        fixation_maps=torch.stack([fixation_map(s.fixations, grid) for s in samples]),
+        fixations=[s.fixations for s in samples],
+        regions={name: torch.stack([s.regions[name] for s in samples]) for name in sorted(region_names)},
+        evidence=evidence,
+    )

@@ -1,0 +1,1 @@
+"""Attribution methods: one small file per family, each registered in METHODS."""

@@ -1,0 +1,1 @@
+"""Metrics: map metrics against gaze, and (later) region analysis, localisation, statistics."""

@@ -1,0 +1,1 @@
+"""Model adapters and the seed studies' architectures; training loop and losses."""

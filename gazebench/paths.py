@@ -1,0 +1,20 @@
+"""Where gazebench keeps what it generates: $GAZEBENCH_HOME (default ~/.cache/gazebench)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("GAZEBENCH_HOME") or Path.home() / ".cache" / "gazebench")
+
+
+def synth_dataset_dir(version: str, n: int, seed: int) -> Path:
+    """Cache folder of the embedded dataset; the generator version is part of the key."""
+    return home() / "datasets" / f"synth-{version}-n{n}-s{seed}"
+
+
+def cached_model_path(model: str, dataset_key: str, recipe: str, seed: int) -> Path:
+    """Cache path of a model trained once by gazebench on a generated dataset."""
+    return home() / "models" / model / dataset_key / f"{recipe}-seed{seed}.pt"

@@ -1,0 +1,71 @@
+"""The run directory: config.yaml, Parquet score shards, run.log; resumable and atomic.
+
+Each (batch, method) pair is one shard, written to a temporary file and renamed, so a shard
+on disk is always complete; running again with the same directory keeps finished shards and
+computes the missing ones.  A directory holding a run with a different configuration is
+refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from gazebench.errors import UserError
+
+# config keys that may differ when resuming: which methods run, and where
+RESUMABLE_DIFFERENCES = ("methods", "device", "out")
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers only ever see the old or the complete new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(data.encode() if isinstance(data, str) else data)
+    os.replace(temporary, path)
+
+
+class RunStore:
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.scores = self.out / "scores"
+
+    def open(self, config: dict) -> None:
+        """Create the run directory, or check that an existing one holds the same run."""
+        config_path = self.out / "config.yaml"
+        if config_path.is_file():
+            previous = yaml.safe_load(config_path.read_text())
+            differing = sorted(k for k in set(config) | set(previous) if k not in RESUMABLE_DIFFERENCES and config.get(k) != previous.get(k))
+            if differing:
+                raise UserError(f"{self.out} holds a run with a different {', '.join(differing)}; choose another --out or delete it")
+            config = {**config, "methods": {**previous.get("methods", {}), **config["methods"]}}
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise UserError(f"{self.out} exists and is not a gazebench run directory; choose another --out")
+        self.scores.mkdir(parents=True, exist_ok=True)
+        write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+
+    def shard_path(self, batch_index: int, method: str) -> Path:
+        return self.scores / f"batch{batch_index:05d}-{method}.parquet"
+
+    def has(self, batch_index: int, method: str) -> bool:
+        return self.shard_path(batch_index, method).is_file()
+
+    def write_shard(self, batch_index: int, method: str, rows: pd.DataFrame) -> None:
+        write_atomic(self.shard_path(batch_index, method), rows.to_parquet(index=False))
+
+    def read_scores(self) -> pd.DataFrame:
+        shards = sorted(self.scores.glob("*.parquet"))
+        if not shards:
+            return pd.DataFrame()
+        return pd.concat([pd.read_parquet(shard) for shard in shards], ignore_index=True)
+
+    def log(self, message: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with open(self.out / "run.log", "a") as stream:
+            stream.write(f"{stamp} {message}\n")
