@@ -1,0 +1,62 @@
+"""Layer methods of Kim et al. on the adapter's ``cam_layer``: Grad-CAM and layer conductance.
+
+Both return raw maps at the layer's resolution; the protocol sums channels, applies ReLU
+(``postprocess = "relu"``: positive evidence for the target class) and resamples bilinearly
+onto the grid (never Captum's default nearest upsampling).
+"""
+
+from __future__ import annotations
+
+from captum.attr import LayerConductance, LayerGradCam
+
+from gazebench.methods.base import Method
+from gazebench.methods.gradient import gradient_leaf, input_gradients_only, make_baseline
+from gazebench.registry import METHODS
+
+
+@METHODS.register("gradcam")
+class GradCamMethod(Method):
+    """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k mean(dy/dA_k) * A_k), Captum ``LayerGradCam``.
+
+    Returns [B, 1, h, w] at the ``cam_layer`` resolution, ReLU already applied by Captum
+    (``relu_attributions=True``).
+    """
+
+    name = "gradcam"
+    postprocess = "relu"
+    default_params: dict = {}
+
+    def attribute(self, adapter, inputs, targets, seeds):
+        gradcam = LayerGradCam(adapter.module, adapter.cam_layer)
+        with input_gradients_only(adapter.module):
+            return gradcam.attribute(gradient_leaf(inputs), target=targets, relu_attributions=True)
+
+
+@METHODS.register("conductance")
+class ConductanceMethod(Method):
+    """Layer conductance (Dhamdhere et al. 2018) of every ``cam_layer`` neuron, Captum ``LayerConductance``.
+
+    Returns [B, C', h, w]; conductances along the straight path from the baseline (``black`` by
+    default) to the input sum to f(x) - f(baseline) (up to the ``n_steps`` Riemann error), so
+    the channel sum at a location is that location's signed contribution to the target logit.
+    Post-processing is ReLU, as for Grad-CAM: the map shows where the layer supports the target,
+    and locations that argue against it count as zero (``abs`` would rank them as salient too).
+    ``internal_batch_size`` is the number of rows per forward pass (Captum raises it to at least
+    twice the batch, which conductance's finite differences need). Default 16 steps for CPU.
+    """
+
+    name = "conductance"
+    postprocess = "relu"
+    default_params = {"n_steps": 16, "baseline": "black", "internal_batch_size": 64}
+
+    def attribute(self, adapter, inputs, targets, seeds):
+        conductance = LayerConductance(adapter.module, adapter.cam_layer)
+        baseline = make_baseline(adapter, inputs, self.params["baseline"])
+        with input_gradients_only(adapter.module):
+            return conductance.attribute(
+                gradient_leaf(inputs),
+                baselines=baseline.expand_as(inputs),
+                target=targets,
+                n_steps=self.params["n_steps"],
+                internal_batch_size=max(self.params["internal_batch_size"], 2 * len(inputs)),
+            )
