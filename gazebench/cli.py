@@ -57,7 +57,7 @@ def data_options(function):
 @click.option("--seed", type=int, default=0, show_default=True)
 def run(model, checkpoint, data, root, images_root, methods, metrics, target, split, device, batch_size, limit, out, seed) -> None:
     """Compute saliency maps, score them against gaze, and print the leaderboard."""
-    from gazebench.engine import RunRequest, execute_run, prepare_run
+    from gazebench.engine import RunRequest, execute_run, open_run_dataset, prepare_run
     from gazebench.leaderboard import format_markdown
     from gazebench.models.jobs import adapter_for_run
 
@@ -79,9 +79,9 @@ def run(model, checkpoint, data, root, images_root, methods, metrics, target, sp
         limit=limit,
         seed=seed,
     )
-    adapter, checkpoint_path, sha256 = adapter_for_run(model, checkpoint, data, root, images_root)
-    request.checkpoint = checkpoint_path
-    prepared = prepare_run(request, adapter, sha256)
+    dataset = open_run_dataset(request)
+    adapter, request.checkpoint, sha256 = adapter_for_run(model, checkpoint, data, root, images_root)
+    prepared = prepare_run(request, dataset, adapter, sha256)
     leaderboard = execute_run(prepared)
     click.echo(format_markdown(leaderboard))
     click.echo(f"\nrun directory: {request.out} (leaderboard.csv, leaderboard.md, scores/, run.log)")
@@ -90,17 +90,19 @@ def run(model, checkpoint, data, root, images_root, methods, metrics, target, sp
 @main.command()
 @click.option("--model", required=True, help="Registered model name.")
 @data_options
-@click.option("--recipe", default="embedded", show_default=True, help="Recipe: 'embedded' (small, CPU) or 'paper'.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's number of epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write (default: the model cache for the embedded data).")
-def train(model, data, root, images_root, recipe, epochs, seed, out) -> None:
-    """Train a model (checkpoint picked on dev) and report its test AUROC."""
+@click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write (default for the embedded data: the model cache that `run` uses).")
+def train(model, data, root, images_root, epochs, seed, out) -> None:
+    """Train a model (checkpoint picked on dev, never test) and report its test AUROC.
+
+    The recipe is the model's default for the dataset: ``embedded`` (CPU-sized) for the
+    synthetic data, the paper's for real data."""
     from gazebench.models.jobs import train_job
 
     DATASETS.get(data)
     MODELS.get(model)
-    result = train_job(model, data, root, images_root, recipe, epochs, seed, out)
+    result = train_job(model, data, root, images_root, epochs, seed, out)
     click.echo(result.summary())
 
 

@@ -21,6 +21,7 @@ import gazebench
 from gazebench.data.datasets import open_dataset
 from gazebench.data.sample import Batch, collate
 from gazebench.data.splits import write_splits
+from gazebench.errors import UserError
 from gazebench.leaderboard import build_leaderboard, format_markdown
 from gazebench.methods.base import Method, image_seed
 from gazebench.metrics.base import Metric
@@ -69,21 +70,24 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from gazebench.errors import UserError
-
         raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     return torch.device(name)
 
 
-def prepare_run(request: RunRequest, adapter: ModelAdapter, checkpoint_sha256: str) -> PreparedRun:
-    """Instantiate methods and metrics and open the data; writes nothing."""
-    methods = {name: METHODS.get(name)() for name in request.methods}
-    metrics = {name: METRICS.get(name)() for name in request.metrics}
+def open_run_dataset(request: RunRequest):
+    """The split to score; an empty one is an error rather than an empty leaderboard."""
     dataset = open_dataset(request.data, request.root, request.split, request.grid, request.images_root)
     if len(dataset) == 0:
-        from gazebench.errors import UserError
-
         raise UserError(f"split {request.split!r} of {request.data} has no image with gaze to score; try --split all")
+    return dataset
+
+
+def prepare_run(request: RunRequest, dataset, adapter: ModelAdapter, checkpoint_sha256: str) -> PreparedRun:
+    """Check the model against the data and instantiate methods and metrics; writes nothing."""
+    if list(adapter.class_names) != list(dataset.class_names):
+        raise UserError(f"model {request.model} predicts {adapter.class_names} but {request.data} has classes {dataset.class_names}")
+    methods = {name: METHODS.get(name)() for name in request.methods}
+    metrics = {name: METRICS.get(name)() for name in request.metrics}
     device = resolve_device(request.device)
     return PreparedRun(request, adapter.to(device).eval(), checkpoint_sha256, dataset, methods, metrics, device)
 
@@ -198,5 +202,5 @@ def write_leaderboard(store: RunStore, seed: int) -> pd.DataFrame:
     rows = store.read_scores()
     leaderboard = build_leaderboard(rows, n_boot=BOOTSTRAP["replicates"], seed=seed, ci=BOOTSTRAP["level"])
     write_atomic(store.out / "leaderboard.csv", leaderboard.to_csv(index=False))
-    write_atomic(store.out / "leaderboard.md", format_markdown(leaderboard) + "\n")
+    write_atomic(store.out / "leaderboard.md", format_markdown(leaderboard))
     return leaderboard

@@ -1,0 +1,45 @@
+"""Speed of the hot paths (pytest-benchmark; not run by the test suite).
+
+    python -m pytest benchmark --benchmark-only --benchmark-columns=mean,stddev,rounds
+
+Each attribution method on a batch of 8 images through unet_gaze at the embedded recipe's
+input size (96 px, random weights), and the four metrics on 256 maps of 224 x 224.
+"""
+
+import pytest
+import torch
+
+from gazebench.data.sample import Batch
+from gazebench.methods.base import image_seed
+from gazebench.models.unet_gaze import build_adapter
+from gazebench.registry import METHODS, METRICS
+
+GRID = 224
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    torch.manual_seed(0)
+    return build_adapter(("Normal", "CHF", "pneumonia"), input_size=96).eval()
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_batch_of_8(benchmark, adapter, name):
+    images = torch.rand(8, 1, GRID, GRID)
+    targets = torch.arange(8) % 3
+    seeds = [image_seed(0, str(i)) for i in range(8)]
+    method = METHODS.get(name)()
+    maps = benchmark.pedantic(method, args=(adapter, images, targets, seeds, GRID), rounds=3, iterations=1)
+    assert maps.shape == (8, GRID, GRID)
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_metric_on_256_maps(benchmark, name):
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(256, GRID, GRID, generator=generator)
+    density = torch.rand(256, GRID, GRID, generator=generator)
+    density = density / density.sum(dim=(1, 2), keepdim=True)
+    fixations = (torch.rand(256, GRID, GRID, generator=generator) > 0.999).float()
+    batch = Batch([], [], torch.zeros(0), torch.zeros(0), density, fixations, [])
+    values = benchmark.pedantic(METRICS.get(name)(), args=(maps, batch), rounds=3, iterations=1)
+    assert values.shape == (256,)

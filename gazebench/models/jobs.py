@@ -1,0 +1,105 @@
+"""Training jobs and finding the model a run uses.
+
+``run`` without ``--checkpoint`` on the embedded dataset uses a model that gazebench trains
+once (recipe ``embedded``, seed 0) and caches in $GAZEBENCH_HOME/models; for any other model
+or dataset it says which ``gazebench train`` command makes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from gazebench import paths
+from gazebench.data.datasets import open_dataset, synth_key
+from gazebench.data.splits import write_splits
+from gazebench.errors import UserError
+from gazebench.models.base import ModelAdapter
+from gazebench.models.checkpoint import adapter_from_checkpoint, sha256_file
+from gazebench.models.training import evaluate_auroc, train
+from gazebench.protocol import DEFAULT_GRID
+from gazebench.registry import MODELS
+from gazebench.store import write_atomic
+
+CACHED_MODEL_SEED = 0
+
+
+@dataclass
+class TrainReport:
+    model: str
+    checkpoint: Path
+    best_epoch: int
+    dev_mean_auroc: float
+    test_auroc: dict
+    seconds: float
+
+    def summary(self) -> str:
+        per_class = ", ".join(f"{name} {value:.3f}" for name, value in self.test_auroc["per_class"].items())
+        return (
+            f"{self.model}: best epoch {self.best_epoch} on dev (mean AUROC {self.dev_mean_auroc:.3f}); "
+            f"test one-vs-rest AUROC {per_class}; mean {self.test_auroc['mean']:.3f}\n"
+            f"checkpoint: {self.checkpoint} ({self.seconds / 60:.1f} min)"
+        )
+
+
+def load_samples(dataset, description: str) -> list:
+    return [dataset[i] for i in tqdm(range(len(dataset)), desc=f"loading {description}", unit="image", leave=False)]
+
+
+def train_job(model: str, data: str, root: Path | None, images_root: Path | None, epochs: int | None, seed: int, out: Path | None, device: str = "cpu") -> TrainReport:
+    """Train ``model`` on the train split, select on dev, report test AUROC; write the checkpoint."""
+    spec = MODELS.get(model)
+    recipe = spec.default_recipe(data)
+    if epochs is not None:
+        recipe["training"]["epochs"] = epochs
+    if out is None:
+        if data != "synth" or root is not None:
+            raise UserError("--out is required when training on your own data: the checkpoint file to write")
+        out = paths.cached_model_path(model, synth_key(), recipe["name"], seed)
+    started = time.perf_counter()
+    splits = {name: open_dataset(data, root, name, DEFAULT_GRID, images_root, require_gaze=False) for name in ("train", "dev", "test")}
+    samples = {name: load_samples(dataset, f"{name} split") for name, dataset in splits.items()}
+    result = train(spec, splits["train"].class_names, samples["train"], samples["dev"], recipe, seed, out, device=device)
+    test = evaluate_auroc(result.adapter, samples["test"], device=device)
+    report = TrainReport(model, Path(out), result.best_epoch, result.best_dev_auroc, test, time.perf_counter() - started)
+    write_splits(splits["train"].table, Path(out).with_suffix(".splits.csv"))
+    write_atomic(Path(out).with_suffix(".report.yaml"), yaml.safe_dump(report_record(report, recipe, seed, data), sort_keys=False))
+    return report
+
+
+def report_record(report: TrainReport, recipe: dict, seed: int, data: str) -> dict:
+    clean = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
+    return {
+        "model": report.model,
+        "data": data,
+        "recipe": recipe["name"],
+        "seed": seed,
+        "best_epoch": report.best_epoch,
+        "dev_mean_auroc": clean(report.dev_mean_auroc),
+        "test_auroc": {name: clean(v) for name, v in report.test_auroc["per_class"].items()},
+        "test_mean_auroc": clean(report.test_auroc["mean"]),
+        "minutes": round(report.seconds / 60, 2),
+    }
+
+
+def adapter_for_run(model: str, checkpoint: Path | None, data: str, root: Path | None, images_root: Path | None) -> tuple[ModelAdapter, Path, str]:
+    """(adapter, checkpoint path, its sha256) for ``run``: the given checkpoint or the cached one."""
+    MODELS.get(model)
+    if checkpoint is None:
+        if data != "synth" or root is not None:
+            raise UserError(
+                f"--checkpoint is required for {model} on {data}: train one with "
+                f"`gazebench train --model {model} --data {data} --root {root or 'PATH'} --out {model}.pt` and pass --checkpoint {model}.pt"
+            )
+        checkpoint = paths.cached_model_path(model, synth_key(), "embedded", CACHED_MODEL_SEED)
+        if not checkpoint.is_file():
+            print(f"no cached {model} for the embedded dataset yet: training it once (a few minutes on a CPU)")
+            print(train_job(model, data, None, None, None, CACHED_MODEL_SEED, checkpoint).summary())
+    adapter = adapter_from_checkpoint(checkpoint, expected_model=model, hint=f"gazebench train --model {model} --data {data}")
+    return adapter, Path(checkpoint), sha256_file(checkpoint)

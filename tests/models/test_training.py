@@ -1,0 +1,244 @@
+"""The training loop, dev-set AUROC and checkpoints (tiny images, a few steps)."""
+
+import hashlib
+import itertools
+import math
+
+import pytest
+import torch
+
+from gazebench.data.sample import Sample
+from gazebench.errors import UserError
+from gazebench.models import training, unet_gaze
+from gazebench.models.checkpoint import FORMAT, adapter_from_checkpoint, load_checkpoint, save_checkpoint, sha256_file
+from gazebench.models.training import auroc_ovr, average_ranks, evaluate_auroc, predict, train
+
+CLASSES = ["Normal", "CHF", "pneumonia"]
+GRID = 40
+
+
+def brightness_samples(n: int, seed: int, prefix: str) -> list[Sample]:
+    """Noise images whose class sets their brightness; gaze on a class-dependent spot."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for k in range(n):
+        label = k % 3
+        image = (0.2 + 0.3 * label + 0.1 * torch.rand(1, GRID, GRID, generator=generator)).clamp(0, 1)
+        gaze = torch.zeros(GRID, GRID)
+        gaze[8 + 10 * label : 16 + 10 * label, 10:30] = 1
+        samples.append(Sample(f"{prefix}{k}", f"p{prefix}{k}", image, label, gaze / gaze.sum(), torch.zeros(0, 3)))
+    return samples
+
+
+def tiny_recipe(epochs: int = 2, patience=None) -> dict:
+    recipe = unet_gaze.load_recipe("embedded")
+    recipe["model"]["input_size"] = 32
+    recipe["training"].update(epochs=epochs, batch_size=6, lr=0.003, patience=patience)
+    recipe["training"]["lr_schedule"] = {"mode": "triangular2", "base_lr": 0.0003, "step_size_up_epochs": 1}
+    return recipe
+
+
+TRAIN = brightness_samples(12, seed=0, prefix="t")
+DEV = brightness_samples(6, seed=1, prefix="d")
+
+
+def run_training(tmp_path, name: str, seed: int = 0, **recipe_options) -> training.TrainResult:
+    return train(unet_gaze.SPEC, CLASSES, TRAIN, DEV, tiny_recipe(**recipe_options), seed, tmp_path / name, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> training.TrainResult:
+    return run_training(tmp_path_factory.mktemp("train"), "model.pt", epochs=3)
+
+
+# --- the training loop ---------------------------------------------------------------------
+
+
+def test_training_loss_goes_down(trained):
+    losses = [record["train_loss"] for record in trained.history]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0]
+
+
+def test_history_records_each_epoch_on_dev(trained):
+    record = trained.history[0]
+    assert record["epoch"] == 1 and set(record["dev_auroc"]) == set(CLASSES)
+    assert 0 <= record["dev_mean_auroc"] <= 1 and record["lr"] > 0 and record["seconds"] > 0
+
+
+def test_checkpoint_loads_weights_only_and_reproduces_the_logits(trained):
+    raw = torch.load(trained.checkpoint, map_location="cpu", weights_only=True)
+    assert raw["format"] == FORMAT and raw["model"] == "unet_gaze" and raw["class_names"] == CLASSES
+    assert raw["config"]["model"] == {"input_size": 32, "dropout": 0.5}
+    assert raw["config"]["training"]["best_epoch"] == trained.best_epoch
+    loaded = adapter_from_checkpoint(trained.checkpoint, expected_model="unet_gaze", expected_classes=CLASSES)
+    images = torch.stack([s.image for s in DEV])
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(images), trained.adapter.logits(images))
+
+
+def test_saved_epoch_is_the_best_on_dev(trained):
+    scores = [record["dev_mean_auroc"] for record in trained.history]
+    assert trained.best_epoch == scores.index(max(scores)) + 1
+    assert trained.best_dev_auroc == max(scores)
+    loaded = adapter_from_checkpoint(trained.checkpoint)
+    assert evaluate_auroc(loaded, DEV)["mean"] == pytest.approx(max(scores))
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
+    first = run_training(tmp_path, "a.pt", seed=7, epochs=1)
+    again = run_training(tmp_path, "b.pt", seed=7, epochs=1)
+    other = run_training(tmp_path, "c.pt", seed=8, epochs=1)
+    weights = [load_checkpoint(r.checkpoint)["state_dict"] for r in (first, again, other)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    assert not all(torch.equal(weights[0][key], weights[2][key]) for key in weights[0])
+
+
+def test_selection_sees_only_dev_and_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
+    """Scripted dev scores 0.5, 0.7, 0.6, 0.6 with patience 2: stop after epoch 4, keep epoch 2."""
+    scripted = iter([0.5, 0.7, 0.6, 0.6, 0.9, 0.9])
+    evaluated_ids = []
+
+    def scripted_auroc(adapter, samples, batch_size=64, device="cpu"):
+        evaluated_ids.extend(s.image_id for s in samples)
+        return {"per_class": {name: math.nan for name in CLASSES}, "mean": next(scripted)}
+
+    monkeypatch.setattr(training, "evaluate_auroc", scripted_auroc)
+    stopped = run_training(tmp_path, "stopped.pt", seed=3, epochs=6, patience=2)
+    assert [r["epoch"] for r in stopped.history] == [1, 2, 3, 4]
+    assert (stopped.best_epoch, stopped.best_dev_auroc) == (2, 0.7)
+    assert set(evaluated_ids) == {s.image_id for s in DEV}
+
+    scripted = iter([0.5, 0.7])
+    two_epochs = run_training(tmp_path, "two.pt", seed=3, epochs=2)
+    assert two_epochs.best_epoch == 2
+    kept, reference = load_checkpoint(stopped.checkpoint)["state_dict"], load_checkpoint(two_epochs.checkpoint)["state_dict"]
+    assert all(torch.equal(kept[key], reference[key]) for key in kept)
+
+
+def test_bad_training_settings_are_user_errors(tmp_path):
+    recipe = tiny_recipe()
+    recipe["training"]["optimizer"] = "sgd"
+    with pytest.raises(UserError, match="unknown optimizer 'sgd'; choose one of: adam"):
+        train(unet_gaze.SPEC, CLASSES, TRAIN, DEV, recipe, 0, tmp_path / "x.pt", progress=False)
+    with pytest.raises(UserError, match="dev split is empty"):
+        train(unet_gaze.SPEC, CLASSES, TRAIN, [], tiny_recipe(), 0, tmp_path / "x.pt", progress=False)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_predict_gives_per_class_sigmoids(trained):
+    probs = predict(trained.adapter, DEV, batch_size=4)
+    images = torch.stack([s.image for s in DEV])
+    with torch.no_grad():
+        expected = torch.sigmoid(trained.adapter.logits(images))
+    assert probs.shape == (len(DEV), 3)
+    assert torch.allclose(probs, expected, atol=1e-6)
+
+
+# --- AUROC -------------------------------------------------------------------------------------
+
+
+def test_auroc_by_hand_with_ties():
+    # class 0: positives score 0.9 and 0.8, negatives 0.8, 0.3, 0.1
+    # pairs: 0.9 beats all 3; 0.8 ties one (1/2) and beats two -> 5.5 / 6
+    probs = torch.tensor([[0.9, 0.0, 0.1], [0.8, 0.1, 0.1], [0.8, 0.5, 0.0], [0.3, 0.5, 0.2], [0.1, 0.9, 0.3]])
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    aurocs = auroc_ovr(probs, labels, 3)
+    assert aurocs[0].item() == pytest.approx(5.5 / 6)
+    # class 1: positives 0.1, 0.5, 0.9 vs negatives 0.0, 0.5: 0.1 -> 1, 0.5 -> 1 + 1/2, 0.9 -> 2; 4.5 / 6
+    assert aurocs[1].item() == pytest.approx(0.75)
+    assert math.isnan(aurocs[2].item())  # no image of class 2
+
+
+def test_auroc_extremes_and_all_ties():
+    labels = torch.tensor([0, 0, 1, 1])
+    perfect = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.2, 0.7], [0.1, 0.9]])
+    assert auroc_ovr(perfect, labels, 2).tolist() == [1.0, 1.0]
+    assert auroc_ovr(1 - perfect, labels, 2).tolist() == [0.0, 0.0]
+    assert auroc_ovr(torch.full((4, 2), 0.5), labels, 2).tolist() == [0.5, 0.5]
+
+
+def test_auroc_matches_pairwise_counting_on_random_tied_scores():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.randint(0, 5, (40, 3), generator=generator).float() / 4
+    labels = torch.randint(0, 3, (40,), generator=generator)
+    aurocs = auroc_ovr(probs, labels, 3)
+    for cls in range(3):
+        pos, neg = probs[labels == cls, cls].tolist(), probs[labels != cls, cls].tolist()
+        wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
+        assert aurocs[cls].item() == pytest.approx(wins / (len(pos) * len(neg)))
+
+
+def test_average_ranks_share_ties():
+    assert average_ranks(torch.tensor([0.3, 0.1, 0.3, 0.7])).tolist() == [2.5, 1.0, 2.5, 4.0]
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def small_state() -> dict:
+    return {"weight": torch.arange(6.0).view(2, 3), "bias": torch.zeros(2)}
+
+
+def test_save_is_atomic_and_round_trips(tmp_path):
+    path = tmp_path / "deep" / "model.pt"
+    save_checkpoint(path, "unet_gaze", small_state(), {"model": {"input_size": 32}, "note": None}, CLASSES)
+    save_checkpoint(path, "unet_gaze", {"weight": torch.ones(1)}, {"model": {}}, CLASSES)  # overwrite in place
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]  # no temporary file left
+    checkpoint = load_checkpoint(path, expected_model="unet_gaze", expected_classes=CLASSES)
+    assert torch.equal(checkpoint["state_dict"]["weight"], torch.ones(1))
+
+
+def test_sha256_file(tmp_path):
+    path = tmp_path / "bytes.bin"
+    path.write_bytes(b"gazebench" * 1000)
+    assert sha256_file(path) == hashlib.sha256(b"gazebench" * 1000).hexdigest()
+
+
+def test_missing_checkpoint_names_the_path_and_the_command(tmp_path):
+    path = tmp_path / "nothing.pt"
+    with pytest.raises(UserError, match=r"checkpoint not found: .*nothing\.pt; create it with `gazebench train --model unet_gaze`"):
+        load_checkpoint(path, expected_model="unet_gaze")
+    with pytest.raises(UserError, match="create it with `gazebench train --model unet_gaze --data egd --out x.pt`"):
+        load_checkpoint(path, hint="gazebench train --model unet_gaze --data egd --out x.pt")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage bytes, not a torch file", b""],
+    ids=["garbage", "empty"],
+)
+def test_unreadable_checkpoint_is_a_user_error(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=r"cannot read checkpoint .*broken\.pt: not an intact gazebench checkpoint") as caught:
+        load_checkpoint(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_truncated_and_foreign_files_are_user_errors(tmp_path):
+    good = save_checkpoint(tmp_path / "good.pt", "unet_gaze", small_state(), {"model": {}}, CLASSES)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(UserError, match="not an intact gazebench checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.zeros(2)}, foreign)
+    with pytest.raises(UserError, match="not a gazebench-checkpoint-1 file"):
+        load_checkpoint(foreign)
+
+
+def test_checkpoint_for_another_model_or_class_list(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", "densenet121", small_state(), {"model": {}}, CLASSES)
+    with pytest.raises(UserError, match="is for model 'densenet121', not 'unet_gaze'"):
+        load_checkpoint(path, expected_model="unet_gaze")
+    with pytest.raises(
+        UserError, match=r"has classes \['Normal', 'CHF', 'pneumonia'\], but the data have \['Normal', 'Edema'\]"
+    ):
+        load_checkpoint(path, expected_classes=["Normal", "Edema"])
+
+
+def test_checkpoint_whose_weights_do_not_fit_the_model(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", "unet_gaze", small_state(), {"model": {"input_size": 32}}, CLASSES)
+    with pytest.raises(UserError, match="does not fit model 'unet_gaze'"):
+        adapter_from_checkpoint(path)

@@ -1,0 +1,69 @@
+"""The CLI's promises: what it lists, and one-line errors with exit status 2 and nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from gazebench.cli import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_list_shows_every_registered_name():
+    result = invoke("list")
+    assert result.exit_code == 0
+    for name in ("saliency", "gradcam", "deeplift", "conductance", "gradshap", "smoothgrad", "ssim", "kl", "nss", "cc", "unet_gaze", "synth", "egd"):
+        assert name in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "nope"], "unknown model 'nope'; choose one of: unet_gaze"),
+        (["--model", "unet_gaze", "--methods", "saliency,nope"], "unknown method 'nope'; choose one of: conductance, deeplift, gradcam"),
+        (["--model", "unet_gaze", "--metrics", "nope"], "unknown metric 'nope'; choose one of: cc, kl, nss, ssim"),
+        (["--model", "unet_gaze", "--data", "nope"], "unknown dataset 'nope'; choose one of: egd, synth"),
+    ],
+)
+def test_unknown_names_fail_with_the_choices(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = invoke("run", *args, "--out", str(out))
+    assert result.exit_code == 2
+    assert result.output.strip() == f"gazebench: error: {message}" or message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_missing_data_directory(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", "--model", "unet_gaze", "--data", "egd", "--root", str(tmp_path / "nowhere"), "--out", str(out))
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "--root" in result.output
+    assert not out.exists()
+
+
+def test_unreadable_checkpoint(tmp_path, tiny_synth):
+    garbage = tmp_path / "model.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    out = tmp_path / "run"
+    result = invoke("run", "--model", "unet_gaze", "--data", "synth", "--root", str(tiny_synth), "--split", "all", "--checkpoint", str(garbage), "--out", str(out))
+    assert result.exit_code == 2
+    assert f"cannot read checkpoint {garbage}" in result.output
+    assert not out.exists()
+
+
+def test_real_data_without_checkpoint_names_the_train_command(tmp_path, tiny_synth):
+    result = invoke("run", "--model", "unet_gaze", "--data", "egd", "--root", str(tiny_synth), "--split", "all", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert "gazebench train --model unet_gaze --data egd" in result.output
+
+
+def test_console_error_has_no_traceback(tmp_path):
+    process = subprocess.run([sys.executable, "-m", "gazebench.cli", "run", "--model", "nope"], capture_output=True, text=True)
+    assert process.returncode == 2
+    assert "Traceback" not in process.stderr
+    assert process.stderr.strip().startswith("gazebench: error: unknown model 'nope'")

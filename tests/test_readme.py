@@ -1,0 +1,34 @@
+"""The README's promises: the two set-up commands, and its plugin example really works."""
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gazebench.models.base import ModelAdapter
+from gazebench.registry import Registry
+
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_quick_start_has_the_main_command_and_the_test_command():
+    assert "pip install . && gazebench run --model unet_gaze --methods all" in README
+    assert 'pip install ".[test]" && python -m pytest' in README
+    assert 'pip install ".[test]" && python -m pytest' in (Path(__file__).parents[1] / ".ci" / "run").read_text()
+
+
+def test_plugin_example_registers_and_makes_maps():
+    code = re.search(r"```python\n# my_plugin.py\n(.*?)```", README, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "my_plugin.py", "exec"), namespace)
+    registry = Registry("methods")
+    method_class = registry.register()(namespace["InputTimesGradient"])
+    assert registry.names() == ["input_x_gradient"]
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    module = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    adapter = ModelAdapter("tiny", module, ["a", "b", "c"], conv, input_size=16)
+    images = torch.rand(2, 1, 32, 32)
+    maps = method_class()(adapter, images, torch.tensor([0, 2]), seeds=[1, 2], grid=24)
+    assert maps.shape == (2, 24, 24) and bool((maps >= 0).all()) and float(maps.sum()) > 0
