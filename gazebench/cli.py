@@ -13,18 +13,39 @@ from gazebench.registry import DATASETS, METHODS, METRICS, MODELS
 REGISTRIES = {"methods": METHODS, "models": MODELS, "metrics": METRICS, "datasets": DATASETS}
 
 
-class Command(click.Command):
+def fail(ctx: click.Context, message: str) -> None:
+    """The one way a user mistake ends: one line on stderr, exit status 2, no traceback."""
+    click.echo(f"gazebench: error: {message}", err=True)
+    ctx.exit(2)
+
+
+class OneLineUsageErrors:
+    """Click's usage errors (bad option value, unknown command) as one line, like ours."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            fail(ctx, error.format_message())
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as error:
+            fail(ctx, error.format_message())
+
+
+class Command(OneLineUsageErrors, click.Command):
     """Turns a UserError into one line on stderr and exit status 2 (no traceback)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as error:
-            click.echo(f"gazebench: error: {error}", err=True)
-            ctx.exit(2)
+            fail(ctx, str(error))
 
 
-class Group(click.Group):
+class Group(OneLineUsageErrors, click.Group):
     command_class = Command
     group_class = type
 
@@ -49,7 +70,7 @@ def data_options(function):
 @click.option("--methods", default="all", show_default=True, help="'all' or a comma list of methods.")
 @click.option("--metrics", default="all", show_default=True, help="'all' or a comma list of metrics.")
 @click.option("--target", type=click.Choice(["label", "pred"]), default="label", show_default=True, help="Class the maps explain.")
-@click.option("--split", default="test", show_default=True, help="train, dev, test or all.")
+@click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default="test", show_default=True, help="Which images to score.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")

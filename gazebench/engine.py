@@ -28,7 +28,7 @@ from gazebench.metrics.base import Metric
 from gazebench.models.base import ModelAdapter
 from gazebench.protocol import DEFAULT_GRID, protocol_description, protocol_id
 from gazebench.registry import METHODS, METRICS
-from gazebench.store import RunStore, write_atomic
+from gazebench.store import ROW_SCHEMA, RunStore, write_atomic
 
 BOOTSTRAP = {"replicates": 1000, "interval": "percentile", "level": 0.95, "unit": "patient"}
 
@@ -195,7 +195,7 @@ def score_rows(run: PreparedRun, batch: Batch, predictions: dict, method_name: s
     for metric_name, metric in run.metrics.items():
         values = metric(maps, batch).detach().double().cpu().numpy()
         frames.append(base.assign(metric=metric_name, value=values))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True)[list(ROW_SCHEMA)]
 
 
 def write_leaderboard(store: RunStore, seed: int) -> pd.DataFrame:

@@ -18,6 +18,11 @@ import yaml
 
 from gazebench.errors import UserError
 
+# one row per (image, target, method, metric): the columns of every score shard, in order
+ROW_SCHEMA = (
+    "dataset", "split", "image_id", "patient_id", "reader", "target", "label", "pred", "prob", "correct",
+    "model", "checkpoint", "method", "method_params", "metric", "value", "protocol",
+)
 # config keys that may differ when resuming: which methods run, and where
 RESUMABLE_DIFFERENCES = ("methods", "device", "out")
 

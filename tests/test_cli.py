@@ -27,6 +27,7 @@ def test_list_shows_every_registered_name():
         (["--model", "unet_gaze", "--methods", "saliency,nope"], "unknown method 'nope'; choose one of: conductance, deeplift, gradcam"),
         (["--model", "unet_gaze", "--metrics", "nope"], "unknown metric 'nope'; choose one of: cc, kl, nss, ssim"),
         (["--model", "unet_gaze", "--data", "nope"], "unknown dataset 'nope'; choose one of: egd, synth"),
+        (["--model", "unet_gaze", "--split", "validate"], "Invalid value for '--split': 'validate' is not one of 'train', 'dev', 'test', 'all'."),
     ],
 )
 def test_unknown_names_fail_with_the_choices(tmp_path, args, message):
@@ -67,3 +68,11 @@ def test_console_error_has_no_traceback(tmp_path):
     assert process.returncode == 2
     assert "Traceback" not in process.stderr
     assert process.stderr.strip().startswith("gazebench: error: unknown model 'nope'")
+
+
+def test_data_synth_writes_the_egd_layout(tmp_path):
+    result = invoke("data", "synth", "--out", str(tmp_path / "synth"), "--n", "4", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert {"master_sheet.csv", "fixations.csv", "bounding_boxes.csv", "audio_segmentation_transcripts", "files"} <= {p.name for p in (tmp_path / "synth").iterdir()}
+    again = invoke("data", "synth", "--out", str(tmp_path / "synth"), "--n", "4")
+    assert again.exit_code == 2 and "already exists and is not empty" in again.output

@@ -113,3 +113,29 @@ def egd_density(x_orig: torch.Tensor, y_orig: torch.Tensor, durations: torch.Ten
     weights = durations if convention.duration_weighted else torch.ones(n)
     rects = torch.tensor(box.image_rect()).expand(n, 4)
     return gaussian_density(gx, gy, weights, torch.full((n,), convention.sigma * sx), torch.full((n,), convention.sigma * sy), rects, box.grid)
+
+
+def reflacx_density(
+    x_orig: torch.Tensor,
+    y_orig: torch.Tensor,
+    durations: torch.Tensor,
+    pixels_per_degree: torch.Tensor,
+    shown_rects: torch.Tensor,
+    box: Letterbox,
+    convention: GazeConvention = REFLACX_CONVENTION,
+) -> torch.Tensor:
+    """REFLACX-style density on the grid (Bigolin Lanfredi et al.).
+
+    ``pixels_per_degree`` is [N, 2] (x, y angular resolution of each fixation, in original
+    pixels per degree), so sigma = ``convention.sigma`` degrees in each direction; each
+    Gaussian is weighted by duration (when the convention says so) and drawn only inside the
+    image rectangle shown at that moment (``shown_rects`` [N, 4] xmin, ymin, xmax, ymax in
+    original pixels).
+    """
+    gx, gy = box.points_to_grid(x_orig, y_orig)
+    (sx, sy), (ox, oy) = box.scale, box.offset
+    rects = shown_rects.double() * torch.tensor([sx, sy, sx, sy], dtype=torch.float64) + torch.tensor([ox, oy, ox, oy], dtype=torch.float64)
+    weights = durations if convention.duration_weighted else torch.ones(len(gx))
+    sigma_x = convention.sigma * pixels_per_degree[:, 0] * sx
+    sigma_y = convention.sigma * pixels_per_degree[:, 1] * sy
+    return gaussian_density(gx, gy, weights, sigma_x, sigma_y, rects, box.grid)

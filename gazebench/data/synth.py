@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 from skimage.measure import label, regionprops
 from skimage.transform import resize
 from tqdm import tqdm
@@ -209,13 +209,16 @@ def draw_case(rng: np.random.Generator, label_name: str) -> dict:
         lung_index = int(rng.integers(2))
         lung = (image_left_lung, image_right_lung)[lung_index]
         zone_index = int(rng.integers(3))
-        rows = np.flatnonzero(lung.any(axis=1))
-        zone_rows = rows[len(rows) * zone_index // 3 : max(len(rows) * (zone_index + 1) // 3, len(rows) * zone_index // 3 + 1)]
-        candidates = np.argwhere(lung[zone_rows[0] : zone_rows[-1] + 1])
-        cy, cx = candidates[int(rng.integers(len(candidates)))] + (zone_rows[0], 0)
         radius = thorax_w * rng.uniform(0.1, 0.14)
+        rows = np.flatnonzero(lung.any(axis=1))
+        zone = np.zeros(size, bool)
+        zone[rows[len(rows) * zone_index // 3] : rows[min(len(rows) * (zone_index + 1) // 3, len(rows) - 1)] + 1] = True
+        # centre the opacity well inside the lung so that it is visible, not hidden at an edge
+        depth = distance_transform_edt(lung) * zone
+        candidates = np.argwhere(depth >= min(0.7 * radius, depth.max()))
+        cy, cx = candidates[int(rng.integers(len(candidates)))]
         blob = np.exp(-0.5 * _ellipse(yy, xx, cy, cx, radius, radius * rng.uniform(0.8, 1.2))) * lung
-        image += rng.uniform(0.35, 0.45) * blob
+        image += rng.uniform(0.45, 0.55) * blob
         evidence = blob > 0.3
         case = {"zone": ("upper", "mid", "lower")[zone_index], "side": ("right", "left")[lung_index]}
 

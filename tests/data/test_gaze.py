@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from gazebench.data.gaze import EGD_CONVENTION, GazeConvention, Letterbox, egd_density, gaussian_density
+from gazebench.data.gaze import EGD_CONVENTION, GazeConvention, Letterbox, egd_density, gaussian_density, reflacx_density
 
 
 def reference_density(xs, ys, width, height, sigma, grid):
@@ -62,3 +62,19 @@ def test_no_fixation_gives_an_all_zero_map():
     empty = torch.zeros(0)
     density = gaussian_density(empty, empty, empty, empty, empty, torch.zeros(0, 4), 16)
     assert density.shape == (16, 16) and float(density.abs().sum()) == 0.0
+
+
+def test_reflacx_density_uses_visual_angle_duration_and_the_shown_rectangle():
+    box = Letterbox(200, 200, 100)  # half scale
+    x, y = torch.tensor([50.0, 150.0]), torch.tensor([100.0, 100.0])
+    durations = torch.tensor([0.2, 0.6])
+    per_degree = torch.tensor([[20.0, 20.0], [20.0, 20.0]])
+    everywhere = torch.tensor([[0.0, 0.0, 200.0, 200.0]] * 2)
+    density = reflacx_density(x, y, durations, per_degree, everywhere, box)
+    assert float(density.sum()) == pytest.approx(1.0, abs=1e-6)
+    # duration-weighted: the 0.6 s fixation carries three times the 0.2 s one's peak
+    assert density[50, 75] / density[50, 25] == pytest.approx(3.0, rel=1e-3)
+    # sigma = 1 degree = 20 original px = 10 grid px: the value one sigma away is exp(-1/2) of the peak
+    assert density[50, 85] / density[50, 75] == pytest.approx(float(np.exp(-0.5)), rel=0.05)
+    clipped = reflacx_density(x, y, durations, per_degree, torch.tensor([[0.0, 0.0, 100.0, 200.0]] * 2), box)
+    assert float(clipped[:, 50:].sum()) == 0.0 and float(clipped.sum()) == pytest.approx(1.0, abs=1e-6)

@@ -1,0 +1,48 @@
+"""The main job's model: unet_gaze trained once on the embedded data, as `gazebench run` does.
+
+This is the slowest test (it generates the 400-image embedded dataset and trains the cached
+model with the embedded recipe: a few minutes on 2 CPU cores).
+"""
+
+import pytest
+import torch
+import yaml
+
+from gazebench.data.datasets import open_dataset
+from gazebench.data.sample import collate
+from gazebench.methods.base import image_seed
+from gazebench.models.jobs import adapter_for_run
+from gazebench.registry import METHODS, METRICS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GAZEBENCH_HOME", str(tmp_path_factory.mktemp("home")))
+        adapter, checkpoint, _ = adapter_for_run("unet_gaze", None, "synth", None, None)
+        test_split = open_dataset("synth", None, "test", 224)
+        samples = [test_split[i] for i in range(len(test_split))]
+    return adapter, checkpoint, samples
+
+
+def test_reaches_a_mean_test_auroc_of_at_least_0_9(trained):
+    _, checkpoint, _ = trained
+    report = yaml.safe_load(checkpoint.with_suffix(".report.yaml").read_text())
+    assert report["recipe"] == "embedded" and report["data"] == "synth"
+    assert report["test_mean_auroc"] >= 0.9, report
+
+
+def test_gradcam_maps_agree_with_their_own_gaze_more_than_with_another_images(trained):
+    adapter, _, samples = trained
+    batch = collate(samples)
+    maps = METHODS.get("gradcam")()(adapter, batch.images, batch.labels, [image_seed(0, i) for i in batch.image_ids], 224)
+    nss = METRICS.get("nss")()
+    own = nss.compute(maps, batch.gaze, batch.fixation_maps)
+    shuffled = nss.compute(maps, batch.gaze.roll(1, dims=0), batch.fixation_maps.roll(1, dims=0))
+    defined = ~(own.isnan() | shuffled.isnan())
+    assert defined.sum() >= 0.6 * len(samples)
+    difference = own[defined] - shuffled[defined]
+    assert float(difference.mean()) > 0.3, (float(own[defined].mean()), float(shuffled[defined].mean()))
+    assert float((difference > 0).float().mean()) > 0.7
