@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from gazebench.data import DEFAULT_SYNTH_N
 from gazebench.errors import UserError
 from gazebench.registry import DATASETS, METHODS, METRICS, MODELS
 
@@ -134,7 +135,7 @@ def data() -> None:
 
 @data.command()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to create.")
-@click.option("--n", type=click.IntRange(min=3), default=400, show_default=True, help="Number of images.")
+@click.option("--n", type=click.IntRange(min=3), default=DEFAULT_SYNTH_N, show_default=True, help="Number of images.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def synth(out, n, seed) -> None:
     """Write the synthetic dataset in EGD's on-disk layout."""

@@ -28,7 +28,8 @@ from gazebench.metrics.base import Metric
 from gazebench.models.base import ModelAdapter
 from gazebench.protocol import DEFAULT_GRID, protocol_description, protocol_id
 from gazebench.registry import METHODS, METRICS
-from gazebench.store import ROW_SCHEMA, RunStore, write_atomic
+from gazebench.atomic import write_atomic
+from gazebench.store import ROW_SCHEMA, RunStore
 
 BOOTSTRAP = {"replicates": 1000, "interval": "percentile", "level": 0.95, "unit": "patient"}
 
@@ -137,7 +138,7 @@ def execute_run(run: PreparedRun) -> pd.DataFrame:
         if not todo:
             continue
         batch = collate([run.dataset[int(i)] for i in batch_indices]).to(run.device)
-        predictions = predict(run.adapter, batch, request.target)
+        predictions = batch_predictions(run.adapter, batch, request.target)
         seeds = [image_seed(request.seed, image_id) for image_id in batch.image_ids]
         for name in todo:
             method = run.methods[name]
@@ -158,7 +159,7 @@ def execute_run(run: PreparedRun) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def predict(adapter: ModelAdapter, batch: Batch, target: str) -> dict[str, torch.Tensor]:
+def batch_predictions(adapter: ModelAdapter, batch: Batch, target: str) -> dict[str, torch.Tensor]:
     """Predicted class, the attribution target (true or predicted class) and its probability."""
     probabilities = adapter.probabilities(adapter.logits(batch.images))
     predicted = probabilities.argmax(dim=1)

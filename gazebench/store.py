@@ -8,14 +8,13 @@ refused rather than mixed.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from gazebench.atomic import write_atomic
 from gazebench.errors import UserError
 
 # one row per (image, target, method, metric): the columns of every score shard, in order
@@ -25,15 +24,6 @@ ROW_SCHEMA = (
 )
 # config keys that may differ when resuming: which methods run, and where
 RESUMABLE_DIFFERENCES = ("methods", "device", "out")
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file so that readers only ever see the old or the complete new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data.encode() if isinstance(data, str) else data)
-    os.replace(temporary, path)
 
 
 class RunStore:

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Callable
 
 from gazebench import paths
+from gazebench.data import DEFAULT_SYNTH_N, DEFAULT_SYNTH_SEED
 from gazebench.data.egd import EGDDataset
 from gazebench.data.gaze import EGD_CONVENTION, GazeConvention
 from gazebench.errors import UserError
 from gazebench.registry import DATASETS
 
-DEFAULT_SYNTH_N = 400
-DEFAULT_SYNTH_SEED = 0
 
 
 @dataclass(frozen=True)

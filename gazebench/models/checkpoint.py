@@ -15,14 +15,15 @@ weights were made (recipe, seed, selected epoch).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from gazebench.atomic import write_atomic
 from gazebench.errors import UserError
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import MODELS
@@ -49,7 +50,6 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically (a temporary file in the same folder, then ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "model": model_name,
@@ -57,14 +57,9 @@ def save_checkpoint(
         "config": config,
         "class_names": list(class_names),
     }
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            torch.save(payload, handle)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
     return path
 
 

@@ -25,7 +25,7 @@ from gazebench.models.checkpoint import adapter_from_checkpoint, sha256_file
 from gazebench.models.training import evaluate_auroc, train
 from gazebench.protocol import DEFAULT_GRID
 from gazebench.registry import MODELS
-from gazebench.store import write_atomic
+from gazebench.atomic import write_atomic
 
 CACHED_MODEL_SEED = 0
 
