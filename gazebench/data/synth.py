@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.special import expit
 from skimage.measure import label, regionprops
 from skimage.transform import resize
 from tqdm import tqdm
@@ -143,10 +144,11 @@ def draw_case(rng: np.random.Generator, label_name: str) -> dict:
     width = int(height * rng.uniform(0.82, 0.98))
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     size = (height, width)
-    centre_x = width / 2 + rng.normal(0, 0.03) * width
-    thorax_w = width * rng.uniform(0.66, 0.8)
-    lungs_top = height * rng.uniform(0.1, 0.16)
-    lungs_h = height * rng.uniform(0.56, 0.66)
+    # patient size and position vary as in real radiographs (and the reading follows them)
+    centre_x = width / 2 + np.clip(rng.normal(0, 0.08), -0.15, 0.15) * width
+    thorax_w = width * rng.uniform(0.56, 0.82)
+    lungs_top = height * rng.uniform(0.06, 0.2)
+    lungs_h = height * rng.uniform(0.5, 0.66)
     left_shape, right_shape = lung_shapes()[int(rng.integers(len(lung_shapes())))]
     box = (int(lungs_top), int(centre_x - thorax_w / 2), int(lungs_h), int(thorax_w))
     image_left_lung = _place(left_shape, box, size)
@@ -157,7 +159,7 @@ def draw_case(rng: np.random.Generator, label_name: str) -> dict:
     body_distance = _ellipse(yy, xx, height * 0.55, centre_x, height * 0.62, thorax_w * 0.68)
     body = body_distance <= 1
     image = np.where(body, 0.42 + 0.2 * np.sqrt(np.clip(1 - body_distance, 0, 1)), 0.05).astype(np.float32)
-    image += 0.1 / (1 + np.exp(-(yy - lungs_bottom + 0.05 * height) / 4.0)) * body  # abdomen below the diaphragm
+    image += 0.1 * expit((yy - lungs_bottom + 0.05 * height) / 4.0) * body  # abdomen below the diaphragm
     lung_soft = gaussian_filter(lungs.astype(np.float32), 3.0)
     texture = gaussian_filter(rng.normal(0, 1, size).astype(np.float32), 5.0) * 0.25
     lung_value = 0.17 + 0.05 * (yy - lungs_top) / lungs_h + texture
@@ -209,7 +211,7 @@ def draw_case(rng: np.random.Generator, label_name: str) -> dict:
         lung_index = int(rng.integers(2))
         lung = (image_left_lung, image_right_lung)[lung_index]
         zone_index = int(rng.integers(3))
-        radius = thorax_w * rng.uniform(0.1, 0.14)
+        radius = thorax_w * rng.uniform(0.12, 0.17)
         rows = np.flatnonzero(lung.any(axis=1))
         zone = np.zeros(size, bool)
         zone[rows[len(rows) * zone_index // 3] : rows[min(len(rows) * (zone_index + 1) // 3, len(rows) - 1)] + 1] = True
@@ -277,7 +279,7 @@ def scanpath(rng: np.random.Generator, drawn: dict) -> tuple[np.ndarray, np.ndar
     survey = np.argwhere(np.logical_or.reduce([*drawn["regions"].values(), drawn["heart"]]))
     evidence = np.argwhere(drawn["evidence"])
     n = int(rng.integers(25, 71))
-    kinds = rng.choice(3, size=n, p=[0.2, 0.8, 0.0] if len(evidence) == 0 else [0.15, 0.45, 0.4])
+    kinds = rng.choice(3, size=n, p=[0.15, 0.85, 0.0] if len(evidence) == 0 else [0.1, 0.35, 0.55])
     points = np.empty((n, 2))
     durations = rng.gamma(2.0, 0.12, size=n) + 0.08
     for kind, source in ((1, survey), (2, evidence)):
