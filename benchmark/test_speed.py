@@ -3,7 +3,7 @@
     python -m pytest benchmark --benchmark-only --benchmark-columns=mean,stddev,rounds
 
 Each attribution method on a batch of 8 images through unet_gaze at the embedded recipe's
-input size (96 px, random weights), and the four metrics on 256 maps of 224 x 224.
+input size (random weights), and the four metrics on 256 maps of 224 x 224.
 """
 
 import pytest
@@ -11,7 +11,7 @@ import torch
 
 from gazebench.data.sample import Batch
 from gazebench.methods.base import image_seed
-from gazebench.models.unet_gaze import build_adapter
+from gazebench.models.unet_gaze import build_adapter, load_recipe
 from gazebench.registry import METHODS, METRICS
 
 GRID = 224
@@ -20,7 +20,7 @@ GRID = 224
 @pytest.fixture(scope="module")
 def adapter():
     torch.manual_seed(0)
-    return build_adapter(("Normal", "CHF", "pneumonia"), input_size=96).eval()
+    return build_adapter(("Normal", "CHF", "pneumonia"), **load_recipe("embedded")["model"]).eval()
 
 
 @pytest.mark.parametrize("name", METHODS.names())
