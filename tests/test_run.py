@@ -76,3 +76,10 @@ def test_a_different_run_in_the_same_directory_is_refused(finished_run, tiny_syn
     result = CliRunner().invoke(main, ["run", "--model", "unet_gaze", "--data", "synth", "--root", str(tiny_synth), "--split", "all", "--checkpoint", str(random_checkpoint), "--out", str(out), "--seed", "7", "--limit", "6", "--batch-size", "4"])
     assert result.exit_code == 2
     assert "holds a run with a different" in result.output and "seed" in result.output
+
+
+def test_target_pred_explains_the_predicted_class(tmp_path, tiny_synth, random_checkpoint):
+    run(tmp_path / "pred", tiny_synth, random_checkpoint, "--methods", "gradcam", "--metrics", "nss", "--target", "pred")
+    scores = pd.read_parquet(tmp_path / "pred" / "scores")
+    assert (scores.target == scores.pred).all()
+    assert yaml.safe_load((tmp_path / "pred" / "config.yaml").read_text())["target"] == "pred"

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 from tqdm import tqdm
 

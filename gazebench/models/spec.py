@@ -13,7 +13,6 @@ from typing import Callable
 
 import torch
 
-from gazebench.data.sample import Batch
 from gazebench.models.base import ModelAdapter
 
 BuildAdapter = Callable[..., ModelAdapter]  # (class_names=..., state_dict=..., **recipe["model"]) -> adapter
