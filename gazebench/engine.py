@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 import gazebench
+from gazebench.data.data_use import write_data_use_notice
 from gazebench.data.datasets import open_dataset
 from gazebench.data.sample import Batch, collate
 from gazebench.data.splits import write_splits
@@ -53,6 +55,7 @@ class RunRequest:
     limit: int | None = None
     seed: int = 0
     grid: int = DEFAULT_GRID
+    gaze_sigma: float | None = None  # None: the dataset's published sigma
 
 
 @dataclass
@@ -77,7 +80,7 @@ def resolve_device(name: str) -> torch.device:
 
 def open_run_dataset(request: RunRequest):
     """The split to score; an empty one is an error rather than an empty leaderboard."""
-    dataset = open_dataset(request.data, request.root, request.split, request.grid, request.images_root)
+    dataset = open_dataset(request.data, request.root, request.split, request.grid, request.images_root, gaze_sigma=request.gaze_sigma)
     if len(dataset) == 0:
         raise UserError(f"split {request.split!r} of {request.data} has no image with gaze to score; try --split all")
     return dataset
@@ -124,12 +127,15 @@ def execute_run(run: PreparedRun) -> pd.DataFrame:
     store = RunStore(request.out)
     store.open(run_config(run))
     write_splits(run.dataset.table, request.out / "splits.csv")
+    if run.dataset.manifest.credentialed:
+        write_data_use_notice(request.out, run.dataset.manifest)
     for reason, count in run.dataset.skips.items():
         if count:
             store.log(f"skipped: {count} {reason}")
     indices = np.arange(len(run.dataset))[: request.limit]
     batches = [indices[start : start + request.batch_size] for start in range(0, len(indices), request.batch_size)]
-    nan_counts: Counter[tuple[str, str]] = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
+    no_target = 0
     warned: set[str] = set()
     progress = tqdm(total=len(batches) * len(run.methods), desc="attributions + scores", unit="batch")
     for batch_index, batch_indices in enumerate(batches):
@@ -137,54 +143,111 @@ def execute_run(run: PreparedRun) -> pd.DataFrame:
         progress.update(len(run.methods) - len(todo))
         if not todo:
             continue
-        batch = collate([run.dataset[int(i)] for i in batch_indices]).to(run.device)
-        predictions = batch_predictions(run.adapter, batch, request.target)
-        seeds = [image_seed(request.seed, image_id) for image_id in batch.image_ids]
+        samples = [run.dataset[int(i)] for i in batch_indices]
+        batch = collate(samples).to(run.device)
+        pairs = explanation_pairs(run.adapter, batch, request.target, run.dataset.multi_label)
+        no_target += len(batch) - len(set(pairs.rows))
+        seeds = [image_seed(request.seed, image_id) for image_id in pairs.batch.image_ids]
         for name in todo:
             method = run.methods[name]
-            maps = method(run.adapter, batch.images, predictions["target"], seeds, request.grid)
+            maps = method(run.adapter, pairs.batch.images, pairs.targets, seeds, request.grid) if len(pairs.rows) else None
             for message in method.warnings:
                 if message not in warned:
                     warned.add(message)
                     store.log(f"warning: {name}: {message}")
-            rows = score_rows(run, batch, predictions, name, maps)
+            rows = score_rows(run, pairs, name, maps, samples)
             for metric_name, group in rows[rows.value.isna()].groupby("metric"):
-                nan_counts[(name, metric_name)] += len(group)
+                counts[(name, metric_name)] += len(group)
             store.write_shard(batch_index, name, rows)
             progress.update(1)
     progress.close()
-    for (method, metric), count in sorted(nan_counts.items()):
+    if no_target:
+        store.log(f"skipped: {no_target} image(s) with no positive label to explain (no row)")
+    for (method, metric), count in sorted(counts.items()):
         store.log(f"warning: {count} NaN value(s) for {method}/{metric} (degenerate map or gaze); excluded from the leaderboard")
     return write_leaderboard(store, request.seed)
 
 
+@dataclass
+class ExplanationPairs:
+    """The (image, target class) pairs of one batch that maps are computed for."""
+
+    rows: list[int]  # batch row of each pair (an image repeats once per target)
+    targets: torch.Tensor  # [P] class index each map explains
+    probabilities: torch.Tensor  # [B, C] model probabilities of the batch's images
+    batch: Batch  # the batch's rows repeated in pair order
+
+
 @torch.no_grad()
-def batch_predictions(adapter: ModelAdapter, batch: Batch, target: str) -> dict[str, torch.Tensor]:
-    """Predicted class, the attribution target (true or predicted class) and its probability."""
+def explanation_pairs(adapter: ModelAdapter, batch: Batch, target: str, multi_label: bool) -> ExplanationPairs:
+    """Which classes each image's maps explain (DESIGN.md's row schema).
+
+    ``label``: the true class (single-label) or every positive label (multi-label);
+    ``pred``: the top predicted class (single-label) or every class with probability >= 0.5,
+    the top one when none is (multi-label).  An image without a positive label has no pair.
+    """
     probabilities = adapter.probabilities(adapter.logits(batch.images))
-    predicted = probabilities.argmax(dim=1)
-    targets = batch.labels if target == "label" else predicted
-    return {"pred": predicted, "target": targets, "prob": probabilities.gather(1, targets[:, None])[:, 0]}
+    if target == "label":
+        chosen = batch.labels == 1
+        if not multi_label:
+            chosen &= torch.cumsum(chosen.int(), dim=1) == 1  # the first positive only
+    elif multi_label:
+        chosen = probabilities >= 0.5
+        top = F.one_hot(probabilities.argmax(dim=1), probabilities.shape[1]).bool()
+        chosen = torch.where(chosen.any(dim=1, keepdim=True), chosen, top)
+    else:
+        chosen = F.one_hot(probabilities.argmax(dim=1), probabilities.shape[1]).bool()
+    rows, targets = chosen.nonzero(as_tuple=True)
+    return ExplanationPairs(rows.tolist(), targets, probabilities, batch.select(rows.tolist()))
 
 
-def score_rows(run: PreparedRun, batch: Batch, predictions: dict, method_name: str, maps: torch.Tensor) -> pd.DataFrame:
-    """One row per (image, metric) in the run-directory row schema of DESIGN.md."""
+def score_rows(run: PreparedRun, pairs: ExplanationPairs, method_name: str, maps: torch.Tensor | None, samples: list) -> pd.DataFrame:
+    """One row per (image, target, reader, metric) in the run-directory row schema of DESIGN.md.
+
+    Every pair is scored against the merged gaze (``reader`` ``all``); an image that several
+    radiologists read is also scored against each reader's own gaze.
+    """
+    if not pairs.rows:
+        return pd.DataFrame(columns=list(ROW_SCHEMA))
+    frames = [_metric_rows(run, pairs, method_name, maps, pairs.batch)]
+    extra = [(p, reader, gaze) for p, row in enumerate(pairs.rows) if len(samples[row].readers) > 1 for reader, gaze in samples[row].readers.items()]
+    if extra:
+        positions = [p for p, _, _ in extra]
+        device = pairs.batch.gaze.device
+        by_reader = pairs.batch.select(positions).with_gaze(
+            torch.stack([g.gaze for _, _, g in extra]).to(device),
+            [g.fixations.to(device) for _, _, g in extra],
+            [reader for _, reader, _ in extra],
+        )
+        subset = ExplanationPairs([pairs.rows[p] for p in positions], pairs.targets[positions], pairs.probabilities, by_reader)
+        frames.append(_metric_rows(run, subset, method_name, maps[positions], by_reader))
+    return pd.concat(frames, ignore_index=True)[list(ROW_SCHEMA)]
+
+
+def _metric_rows(run: PreparedRun, pairs: ExplanationPairs, method_name: str, maps: torch.Tensor, batch: Batch) -> pd.DataFrame:
     classes = run.adapter.class_names
-    targets = predictions["target"].cpu().numpy()
-    preds = predictions["pred"].cpu().numpy()
-    labels = batch.labels.cpu().numpy()
+    rows = torch.tensor(pairs.rows, device=pairs.probabilities.device)
+    probabilities = pairs.probabilities[rows]
+    targets = pairs.targets.to(rows.device)
+    label = (batch.labels.gather(1, targets[:, None].to(batch.labels.device))[:, 0] == 1).cpu().numpy()
+    predicted = probabilities.argmax(dim=1)
+    target_prob = probabilities.gather(1, targets[:, None])[:, 0]
+    if run.dataset.multi_label:
+        correct = ((target_prob >= 0.5).cpu().numpy() == label)
+    else:
+        correct = (predicted.cpu() == torch.nan_to_num(batch.labels.cpu(), nan=0.0).argmax(dim=1)).numpy()
     base = pd.DataFrame(
         {
             "dataset": run.request.data,
             "split": run.request.split,
             "image_id": batch.image_ids,
             "patient_id": batch.patient_ids,
-            "reader": "all",
-            "target": [classes[t] for t in targets],
-            "label": (targets == labels).astype(np.int8),
-            "pred": [classes[p] for p in preds],
-            "prob": predictions["prob"].cpu().numpy().astype(np.float64),
-            "correct": preds == labels,
+            "reader": batch.readers,
+            "target": [classes[t] for t in targets.tolist()],
+            "label": label.astype(np.int8),
+            "pred": [classes[p] for p in predicted.tolist()],
+            "prob": target_prob.cpu().numpy().astype(np.float64),
+            "correct": correct,
             "model": run.request.model,
             "checkpoint": run.checkpoint_sha256[:12],
             "method": method_name,
@@ -196,7 +259,7 @@ def score_rows(run: PreparedRun, batch: Batch, predictions: dict, method_name: s
     for metric_name, metric in run.metrics.items():
         values = metric(maps, batch).detach().double().cpu().numpy()
         frames.append(base.assign(metric=metric_name, value=values))
-    return pd.concat(frames, ignore_index=True)[list(ROW_SCHEMA)]
+    return pd.concat(frames, ignore_index=True)
 
 
 def write_leaderboard(store: RunStore, seed: int) -> pd.DataFrame:

@@ -56,8 +56,11 @@ def build_leaderboard(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0, ci:
 
     Columns ``method, metric, mean, ci_low, ci_high, n`` (``model`` first when the rows hold
     several models), sorted by metric, then best mean first in the metric's direction (cells
-    without finite values last).  ``attrs`` records ``ci`` and ``n_boot``.
+    without finite values last).  ``attrs`` records ``ci`` and ``n_boot``.  Cells use the rows
+    scored against the merged gaze (``reader`` ``all``); per-reader rows are for other tables.
     """
+    if "reader" in rows.columns:
+        rows = rows[rows["reader"] == "all"]
     keys = _cell_keys(rows)
     values = pd.to_numeric(rows["value"], errors="coerce").astype(float)
     scored = rows.assign(value=values.where(np.isfinite(values)))

@@ -39,7 +39,7 @@ def test_gradcam_maps_agree_with_their_own_gaze_more_than_with_other_images(trai
     """Shuffled control: NSS against the image's own fixations vs. the mean over every other image's."""
     adapter, _, samples = trained
     batch = collate(samples)
-    maps = METHODS.get("gradcam")()(adapter, batch.images, batch.labels, [image_seed(0, i) for i in batch.image_ids], 224)
+    maps = METHODS.get("gradcam")()(adapter, batch.images, batch.labels.argmax(dim=1), [image_seed(0, i) for i in batch.image_ids], 224)
     nss = METRICS.get("nss")()
     own = nss.compute(maps, batch.gaze, batch.fixation_maps)
     others = torch.stack([nss.compute(maps, batch.gaze.roll(k, 0), batch.fixation_maps.roll(k, 0)) for k in range(1, len(batch))]).nanmean(dim=0)

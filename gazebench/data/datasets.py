@@ -1,37 +1,43 @@
-"""The datasets gazebench knows, each with its default gaze convention in one place."""
+"""The datasets gazebench knows: name -> reader and manifest (``data_manifests/<name>.yaml``)."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from gazebench import paths
 from gazebench.data import DEFAULT_SYNTH_N, DEFAULT_SYNTH_SEED
-from gazebench.data.egd import EGDDataset
-from gazebench.data.gaze import EGD_CONVENTION, GazeConvention
+from gazebench.data.base import GazeDataset
+from gazebench.data.gaze import GazeConvention
+from gazebench.data.manifest import Manifest, load_manifest
 from gazebench.errors import UserError
 from gazebench.registry import DATASETS
-
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
     description: str
-    gaze: Callable[[], GazeConvention]  # the dataset's default convention and sigma
+    reader: str  # "module:Class" of the reader, imported on first use
     needs_root: bool
 
+    @property
+    def manifest(self) -> Manifest:
+        return load_manifest(self.name)
 
-def synth_gaze() -> GazeConvention:
-    """EGD's convention with the sigma scaled to the synthetic images' size."""
-    from gazebench.data import synth
-
-    return GazeConvention("egd", sigma=synth.GAZE_SIGMA_PX, duration_weighted=False)
+    def reader_class(self) -> type[GazeDataset]:
+        module, _, attribute = self.reader.partition(":")
+        return getattr(importlib.import_module(module), attribute)
 
 
-DATASETS.register("synth")(DatasetInfo("synth", "embedded synthetic dataset in the EGD layout (generated on first use)", synth_gaze, needs_root=False))
-DATASETS.register("egd")(DatasetInfo("egd", "EGD eye-gaze data for MIMIC-CXR (egd-cxr 1.0.0, PhysioNet credentialed)", lambda: EGD_CONVENTION, needs_root=True))
+for _info in (
+    DatasetInfo("synth", "embedded synthetic dataset in the EGD layout (generated on first use)", "gazebench.data.egd:EGDDataset", needs_root=False),
+    DatasetInfo("egd", "EGD eye-gaze data for MIMIC-CXR (egd-cxr 1.0.0, PhysioNet credentialed)", "gazebench.data.egd:EGDDataset", needs_root=True),
+    DatasetInfo("reflacx", "REFLACX eye-tracking readings of MIMIC-CXR (1.0.0, PhysioNet credentialed)", "gazebench.data.reflacx:ReflacxDataset", needs_root=True),
+    DatasetInfo("mimic", "MIMIC-CXR-JPG labels and images, no gaze (2.x, PhysioNet credentialed)", "gazebench.data.mimic:MimicDataset", needs_root=True),
+):
+    DATASETS.register(_info.name)(_info)
 
 
 def ensure_synth(n: int = DEFAULT_SYNTH_N, seed: int = DEFAULT_SYNTH_SEED, progress: bool = True) -> Path:
@@ -52,6 +58,16 @@ def synth_key(n: int = DEFAULT_SYNTH_N, seed: int = DEFAULT_SYNTH_SEED) -> str:
     return f"synth-{synth.GENERATOR_VERSION}-n{n}-s{seed}"
 
 
+def gaze_convention(name: str, sigma: float | None = None) -> GazeConvention | None:
+    """Dataset ``name``'s published gaze convention, with ``sigma`` replaced when given."""
+    convention = DATASETS.get(name).manifest.gaze
+    if convention is None or sigma is None:
+        return convention
+    if sigma <= 0:
+        raise UserError(f"--gaze-sigma must be positive, got {sigma:g}")
+    return GazeConvention(convention.name, float(sigma), convention.duration_weighted)
+
+
 def open_dataset(
     name: str,
     root: Path | None,
@@ -59,12 +75,21 @@ def open_dataset(
     grid: int,
     images_root: Path | None = None,
     require_gaze: bool = True,
-    gaze: GazeConvention | None = None,
-) -> EGDDataset:
-    """Open split ``split`` of dataset ``name`` (the embedded one when ``name`` is synth)."""
+    gaze_sigma: float | None = None,
+) -> GazeDataset:
+    """Open split ``split`` of dataset ``name`` (the embedded one when ``name`` is synth and no root)."""
     info = DATASETS.get(name)
     if info.needs_root and root is None:
-        raise UserError(f"--data {name} needs --root: the folder of your local copy of the dataset")
+        raise UserError(f"--data {name} needs --root: the folder of your local copy of {info.manifest.obtain_hint()}")
     if name == "synth" and root is None:
         root = ensure_synth()
-    return EGDDataset(Path(root), split=split, grid=grid, convention=gaze or info.gaze(), images_root=images_root, require_gaze=require_gaze, name=name)
+    reader = info.reader_class()
+    return reader(
+        Path(root),
+        split=split,
+        grid=grid,
+        convention=gaze_convention(name, gaze_sigma),
+        images_root=images_root,
+        require_gaze=require_gaze,
+        name=name,
+    )

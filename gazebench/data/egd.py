@@ -1,15 +1,18 @@
 """Reader for the EGD eye-gaze release (egd-cxr 1.0.0) -- and the embedded synthetic copy.
 
-It reads the layout exactly as released (REFERENCES.md section 1): ``master_sheet.csv`` for
-ids, image paths and the one-hot ``Normal, CHF, pneumonia`` labels; ``fixations.csv`` for
+It reads the layout exactly as released, as ``data_manifests/egd.yaml`` describes it:
+``master_sheet.csv`` for ids, image paths and labels (the one-hot ``Normal, CHF, pneumonia``
+columns, or the ``*__chx`` CheXpert columns with ``labels="chexpert"``); ``fixations.csv`` for
 fixations in original-image pixels (``X_ORIGINAL, Y_ORIGINAL``; -1 = off the displayed image,
-dropped and counted); the anatomy masks under ``audio_segmentation_transcripts/<dicom_id>/``;
-images through ``path`` in a MIMIC-CXR-JPG tree (``.dcm`` read as ``.jpg``).  Nothing is
-dropped silently: every skipped image or fixation is counted in ``skips``.
+dropped and counted); ``bounding_boxes.csv`` (columns in the release's ``x1, x2, y1, y2``
+order); the anatomy masks and ``transcript.json`` under ``audio_segmentation_transcripts/<id>/``;
+images through ``path`` in a MIMIC-CXR-JPG tree (``.jpg``) or a MIMIC-CXR tree (``.dcm``,
+decoded with pydicom).  Nothing is dropped silently: every skip is counted in ``skips``.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,35 +21,28 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gazebench.data.gaze import EGD_CONVENTION, GazeConvention, Letterbox, egd_density
+from gazebench.data.base import GazeDataset, check_root, check_split
+from gazebench.data.gaze import GazeConvention, Letterbox, egd_density
 from gazebench.data.images import image_size, letterbox_array, read_grey, read_mask
+from gazebench.data.labels import DEFAULT_UNCERTAIN, chexpert_labels
+from gazebench.data.manifest import load_manifest, read_table
 from gazebench.data.sample import Sample
-from gazebench.data.splits import SPLITS, patient_split
+from gazebench.data.splits import patient_split
 from gazebench.errors import UserError
 
-CLASS_NAMES = ("Normal", "CHF", "pneumonia")
-MASTER_COLUMNS = ("dicom_id", "path", "study_id", "patient_id", *CLASS_NAMES)
-FIXATION_COLUMNS = ("DICOM_ID", "FPOGD", "X_ORIGINAL", "Y_ORIGINAL")
-MASK_FOLDER = "audio_segmentation_transcripts"
-# region name -> file name in the release (``mediastanum`` is misspelled there)
-ANATOMY_MASKS = {
-    "left_lung": "left_lung.png",
-    "right_lung": "right_lung.png",
-    "mediastinum": "mediastanum.png",
-    "aortic_knob": "aortic_knob.png",
-}
-EVIDENCE_MASK = "evidence.png"
+EVIDENCE_MASK = "evidence.png"  # the synthetic dataset's lesion mask (not in the real release)
+LABEL_SETS = ("classes", "chexpert")
 
 
-def read_table(path: Path, required: tuple[str, ...], usecols: bool = False) -> pd.DataFrame:
-    """Read a CSV, failing with one clear line when the file or a required column is missing."""
-    if not path.is_file():
-        raise UserError(f"missing file {path}; is --root the folder of the dataset release?")
-    header = pd.read_csv(path, nrows=0).columns
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; expected at least: {', '.join(required)}")
-    return pd.read_csv(path, usecols=list(required) if usecols else None, dtype={"dicom_id": str, "DICOM_ID": str})
+def _anatomy_files() -> dict[str, str]:
+    """Region name -> file name in the release (``mediastanum`` is misspelled there)."""
+    files = dict(load_manifest("egd").folders["transcripts"]["files"])
+    files.pop("transcript")
+    return files
+
+
+ANATOMY_MASKS = _anatomy_files()
+CLASS_NAMES = tuple(load_manifest("egd").labels["classes"])
 
 
 @dataclass
@@ -56,7 +52,7 @@ class _Fixations:
     duration: np.ndarray
 
 
-class EGDDataset(torch.utils.data.Dataset):
+class EGDDataset(GazeDataset):
     """Samples of one split of an EGD-layout dataset, on a ``grid`` x ``grid`` scoring grid."""
 
     def __init__(
@@ -64,82 +60,124 @@ class EGDDataset(torch.utils.data.Dataset):
         root: Path,
         split: str = "test",
         grid: int = 224,
-        convention: GazeConvention = EGD_CONVENTION,
+        convention: GazeConvention | None = None,
         images_root: Path | None = None,
         require_gaze: bool = True,
         name: str = "egd",
+        labels: str = "classes",
+        uncertain: str = DEFAULT_UNCERTAIN,
     ):
-        if split not in (*SPLITS, "all"):
-            raise UserError(f"unknown split {split!r}; choose one of: {', '.join((*SPLITS, 'all'))}")
-        self.root, self.images_root = Path(root), Path(images_root or root)
-        if not self.root.is_dir():
-            raise UserError(f"data directory {self.root} does not exist; pass --root with the dataset's folder")
-        self.name, self.split, self.grid, self.convention = name, split, grid, convention
-        self.class_names = list(CLASS_NAMES)
+        check_split(split)
+        if labels not in LABEL_SETS:
+            raise UserError(f"unknown EGD label set {labels!r}; choose one of: {', '.join(LABEL_SETS)}")
+        self.manifest = load_manifest(name)
+        self.root = check_root(root, self.manifest)
+        self.images_root = Path(images_root or root)
+        self.name, self.split, self.grid = name, split, grid
+        self.convention = convention or self.manifest.gaze
+        self.label_set, self.uncertain = labels, uncertain
+        self.multi_label = labels == "chexpert"
+        self.has_gaze = True
         self.skips: Counter[str] = Counter()
+        self.stats_counts: Counter[str] = Counter()
         table = self._read_master()
         self.fixations = self._read_fixations(set(table.image_id))
-        self.table = table.reset_index(drop=True)
+        self.boxes = self._read_boxes(set(table.image_id))
+        self.table = table.drop(columns=["labels"]).reset_index(drop=True)
         selected = table if split == "all" else table[table.split == split]
         selected = self._clip_fixations_to_images(selected.reset_index(drop=True))
         if require_gaze:
             no_gaze = ~selected.image_id.isin(self.fixations.keys())
             self.skips["images without any fixation on the image (skipped)"] += int(no_gaze.sum())
             selected = selected[~no_gaze]
-        self.records = selected.reset_index(drop=True)
+        self.records = selected.reset_index(drop=True).assign(reader="all")
+
+    # ------------------------------------------------------------------ tables
 
     def _read_master(self) -> pd.DataFrame:
-        master = read_table(self.root / "master_sheet.csv", MASTER_COLUMNS)
+        spec = self.manifest.table("master_sheet")
+        master = read_table(self.root, spec)
+        self._count_unparsable(master, "master_sheet.csv")
         duplicated = master.dicom_id.duplicated()
         self.skips["duplicated dicom_id rows in master_sheet.csv (first kept)"] += int(duplicated.sum())
-        master = master[~duplicated]
-        onehot = master[list(CLASS_NAMES)].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy()
-        valid_label = (onehot == 1).sum(axis=1) == 1
-        self.skips["images without exactly one of Normal/CHF/pneumonia set to 1"] += int((~valid_label).sum())
-        master, onehot = master[valid_label], onehot[valid_label]
+        master = master[~duplicated & master.dicom_id.notna()]
+        labels, valid = self._labels(master)
+        master = master[valid]
         table = pd.DataFrame(
             {
                 "image_id": master.dicom_id.astype(str).to_numpy(),
                 "patient_id": master.patient_id.astype(str).to_numpy(),
                 "path": master.path.astype(str).to_numpy(),
-                "label": onehot.argmax(axis=1),
             }
         )
+        table["labels"] = list(labels)
         table["image_path"] = [self._image_path(p) for p in table.path]
         exists = np.array([p.is_file() for p in table.image_path], dtype=bool)
         self.skips["images listed in master_sheet.csv but missing on disk"] += int((~exists).sum())
-        if not exists.any():
+        if len(table) and not exists.any():
             raise UserError(
-                f"none of the images in {self.root / 'master_sheet.csv'} were found under {self.images_root} "
-                f"(for example {table.image_path.iloc[0] if len(table) else 'n/a'}); pass --images-root with the MIMIC-CXR-JPG folder"
+                f"none of the images in {self.root / spec.path} were found under {self.images_root} "
+                f"(for example {table.image_path.iloc[0]}); pass --images-root with the MIMIC-CXR-JPG or MIMIC-CXR folder"
             )
         table = table[exists]
-        split_of = patient_split(table.patient_id)
-        table["split"] = table.patient_id.map(split_of)
+        self.stats_counts["images in master_sheet.csv"] = len(master)
+        table["split"] = table.patient_id.map(patient_split(table.patient_id))
         return table
 
+    def _labels(self, master: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """([N_valid, C] label vectors, [N] rows kept): one-hot rows without exactly one 1 are counted."""
+        if self.label_set == "chexpert":
+            chexpert = self.manifest.labels["alternatives"]["chexpert"]
+            missing = [c for c in chexpert["columns"] if c not in master.columns]
+            if missing:
+                raise UserError(f"{self.root / 'master_sheet.csv'} lacks the CheXpert column(s) {', '.join(missing)}; use --labels classes")
+            self.class_names = list(chexpert["names"])
+            return chexpert_labels(master[chexpert["columns"]], self.uncertain), np.ones(len(master), dtype=bool)
+        self.class_names = list(CLASS_NAMES)
+        onehot = master[self.class_names].fillna(0).to_numpy()
+        valid = (onehot == 1).sum(axis=1) == 1
+        self.skips[f"images without exactly one of {'/'.join(self.class_names)} set to 1"] += int((~valid).sum())
+        return onehot[valid].astype(np.float32), valid
+
     def _image_path(self, path: str) -> Path:
-        """``path`` points into MIMIC-CXR (.dcm); the JPG tree holds the same path with .jpg."""
+        """``path`` points into MIMIC-CXR (.dcm); a MIMIC-CXR-JPG tree holds the same path with .jpg."""
         relative = Path(path)
         jpg = self.images_root / relative.with_suffix(".jpg")
-        return jpg if jpg.is_file() or relative.suffix != ".dcm" else self.images_root / relative
+        return jpg if jpg.is_file() else self.images_root / relative
+
+    def _count_unparsable(self, frame: pd.DataFrame, file: str) -> None:
+        for column, count in frame.attrs.get("unparsable", {}).items():
+            self.skips[f"unparsable values in {file} column {column} (treated as missing)"] += count
 
     def _read_fixations(self, image_ids: set[str]) -> dict[str, _Fixations]:
-        fixations = read_table(self.root / "fixations.csv", FIXATION_COLUMNS, usecols=True)
-        numbers = fixations[["FPOGD", "X_ORIGINAL", "Y_ORIGINAL"]].apply(pd.to_numeric, errors="coerce")
+        fixations = read_table(self.root, self.manifest.table("fixations"))
+        numbers = fixations[["FPOGD", "X_ORIGINAL", "Y_ORIGINAL"]]
         unparsable = numbers.isna().any(axis=1)
-        self.skips["fixations with an unparsable number (dropped)"] += int(unparsable.sum())
+        self.skips["fixations with an unparsable or blank number (dropped)"] += int(unparsable.sum())
         off_image = (numbers.X_ORIGINAL < 0) | (numbers.Y_ORIGINAL < 0)
         self.skips["fixations off the displayed image (-1, dropped)"] += int((off_image & ~unparsable).sum())
         keep = ~unparsable & ~off_image
+        self.stats_counts["fixations in fixations.csv"] = len(fixations)
         fixations, numbers = fixations[keep], numbers[keep]
         unknown = ~fixations.DICOM_ID.isin(image_ids)
-        self.skips["fixations of images not in master_sheet.csv (dropped)"] += int(unknown.sum())
+        self.skips["fixations of images not in master_sheet.csv or not on disk (dropped)"] += int(unknown.sum())
         grouped = {}
         frame = numbers[~unknown].assign(DICOM_ID=fixations.DICOM_ID[~unknown].to_numpy())
         for image_id, group in frame.groupby("DICOM_ID", sort=False):
             grouped[image_id] = _Fixations(group.X_ORIGINAL.to_numpy(float), group.Y_ORIGINAL.to_numpy(float), group.FPOGD.to_numpy(float))
         return grouped
+
+    def _read_boxes(self, image_ids: set[str]) -> dict[str, pd.DataFrame]:
+        """Per image, its anatomical boxes (``bbox_name, x1, x2, y1, y2``); optional file."""
+        spec = self.manifest.table("bounding_boxes")
+        if not (self.root / spec.path).is_file():
+            return {}
+        boxes = read_table(self.root, spec)
+        coordinates = boxes[["x1", "x2", "y1", "y2"]]
+        bad = coordinates.isna().any(axis=1) | (boxes.x2 < boxes.x1) | (boxes.y2 < boxes.y1)
+        self.skips["bounding boxes with a missing, unparsable or inverted coordinate (dropped)"] += int(bad.sum())
+        boxes = boxes[~bad & boxes.dicom_id.isin(image_ids)]
+        return {image_id: group for image_id, group in boxes.groupby("dicom_id", sort=False)}
 
     def _clip_fixations_to_images(self, records: pd.DataFrame) -> pd.DataFrame:
         """Record each image's size (header only) and drop, counted, fixations beyond it."""
@@ -157,8 +195,17 @@ class EGDDataset(torch.utils.data.Dataset):
                 del self.fixations[record.image_id]
         return records
 
-    def __len__(self) -> int:
-        return len(self.records)
+    def stats(self) -> dict[str, int]:
+        with_gaze = int(self.table.image_id.isin(self.fixations.keys()).sum())
+        return {
+            **self.stats_counts,
+            "images on disk with labels": len(self.table),
+            "images with gaze": with_gaze,
+            "images without gaze": len(self.table) - with_gaze,
+            f"items in split {self.split}": len(self),
+        }
+
+    # ------------------------------------------------------------------ samples
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records.iloc[index]
@@ -168,7 +215,9 @@ class EGDDataset(torch.utils.data.Dataset):
             image_id=record.image_id,
             patient_id=record.patient_id,
             image=letterbox_array(read_grey(record.image_path), box)[None].float(),
-            label=int(record.label),
+            labels=torch.as_tensor(record.labels, dtype=torch.float32),
+            boxes=self._grid_boxes(record.image_id, box),
+            transcript=self._transcript(record.image_id),
             **self._gaze(record.image_id, box),
             **self._masks(record.image_id, box),
         )
@@ -185,8 +234,30 @@ class EGDDataset(torch.utils.data.Dataset):
             "fixations": torch.stack([gx, gy, duration], dim=1).float(),
         }
 
+    def _grid_boxes(self, image_id: str, box: Letterbox) -> dict[str, torch.Tensor]:
+        """Boxes on the grid as (xmin, ymin, xmax, ymax); the release orders them x1, x2, y1, y2."""
+        rows = self.boxes.get(image_id)
+        if rows is None:
+            return {}
+        (sx, sy), (ox, oy) = box.scale, box.offset
+        corners = torch.tensor(rows[["x1", "y1", "x2", "y2"]].to_numpy(float), dtype=torch.float32)
+        corners = corners * torch.tensor([sx, sy, sx, sy]) + torch.tensor([ox, oy, ox, oy], dtype=torch.float32)
+        return {str(name): corner for name, corner in zip(rows.bbox_name, corners)}
+
+    def _folder(self, image_id: str) -> Path:
+        return self.root / self.manifest.folders["transcripts"]["path"].format(dicom_id=image_id)
+
+    def _transcript(self, image_id: str) -> str | None:
+        path = self._folder(image_id) / self.manifest.folders["transcripts"]["files"]["transcript"]
+        if not path.is_file():
+            return None
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8"))["full_text"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserError(f"cannot read the transcript {path} ({error}); replace it with the release's copy") from None
+
     def _masks(self, image_id: str, box: Letterbox) -> dict:
-        folder = self.root / MASK_FOLDER / image_id
+        folder = self._folder(image_id)
         regions = {name: read_mask(folder / file, box) for name, file in ANATOMY_MASKS.items() if (folder / file).is_file()}
         evidence = read_mask(folder / EVIDENCE_MASK, box) if (folder / EVIDENCE_MASK).is_file() else None
         return {"regions": regions, "evidence": evidence}

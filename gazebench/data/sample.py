@@ -12,16 +12,42 @@ from dataclasses import dataclass, field
 import torch
 
 
+def one_hot(index: int, n_classes: int) -> torch.Tensor:
+    """Single-label ``labels`` vector: 1 at ``index``, 0 elsewhere."""
+    labels = torch.zeros(n_classes)
+    labels[index] = 1
+    return labels
+
+
+@dataclass
+class ReaderGaze:
+    """One radiologist's gaze on an image, when several read it (REFLACX)."""
+
+    gaze: torch.Tensor  # [G, G], sums to 1
+    fixations: torch.Tensor  # [N, 3]
+
+
 @dataclass
 class Sample:
     image_id: str
     patient_id: str
     image: torch.Tensor  # [1, G, G] float in [0, 1]
-    label: int  # index into the dataset's class names
+    labels: torch.Tensor  # [C] float: 1 positive, 0 negative, NaN unknown/uncertain (excluded)
     gaze: torch.Tensor  # [G, G] float, sums to 1 (all zeros when the image has no fixation)
     fixations: torch.Tensor  # [N, 3] (x, y, duration in s) on the grid
-    regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [G, G] bool
+    regions: dict[str, torch.Tensor] = field(default_factory=dict)  # anatomy name -> [G, G] bool
     evidence: torch.Tensor | None = None  # [G, G] bool, where the abnormality is (may be empty)
+    reader: str = "all"  # whose gaze ``gaze`` is: a reader id, or ``all`` when merged
+    readers: dict[str, ReaderGaze] = field(default_factory=dict)  # each reader's own gaze, when several
+    boxes: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [4] xmin, ymin, xmax, ymax (grid)
+    lesions: dict[str, torch.Tensor] = field(default_factory=dict)  # finding -> [G, G] bool (e.g. REFLACX ellipses)
+    transcript: str | None = None
+
+    @property
+    def label(self) -> int:
+        """Index of the positive class of single-label data (-1 when no class is positive)."""
+        positive = torch.nan_to_num(self.labels, nan=0.0)
+        return int(positive.argmax()) if bool((positive == 1).any()) else -1
 
 
 @dataclass
@@ -29,12 +55,13 @@ class Batch:
     image_ids: list[str]
     patient_ids: list[str]
     images: torch.Tensor  # [B, 1, G, G]
-    labels: torch.Tensor  # [B] long
+    labels: torch.Tensor  # [B, C] float: 1 / 0 / NaN (see Sample.labels)
     gaze: torch.Tensor  # [B, G, G], each map sums to 1 (or 0 without fixations)
     fixation_maps: torch.Tensor  # [B, G, G] float: number of fixations per grid pixel
     fixations: list[torch.Tensor]  # B tensors [N_i, 3]
     regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B, G, G] bool
     evidence: torch.Tensor | None = None  # [B, G, G] bool
+    readers: list[str] = field(default_factory=list)  # whose gaze each row is ("all" when merged)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -51,6 +78,34 @@ class Batch:
             fixations=[move(f) for f in self.fixations],
             regions={k: move(v) for k, v in self.regions.items()},
             evidence=move(self.evidence),
+            readers=self.readers,
+        )
+
+    def select(self, index: list[int]) -> "Batch":
+        """The batch of rows ``index`` (repeats allowed), e.g. one row per (image, target) pair."""
+        rows = torch.tensor(index, dtype=torch.long, device=self.images.device)
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return Batch(
+            image_ids=[self.image_ids[i] for i in index],
+            patient_ids=[self.patient_ids[i] for i in index],
+            images=pick(self.images),
+            labels=pick(self.labels),
+            gaze=pick(self.gaze),
+            fixation_maps=pick(self.fixation_maps),
+            fixations=[self.fixations[i] for i in index],
+            regions={k: pick(v) for k, v in self.regions.items()},
+            evidence=pick(self.evidence),
+            readers=[self.readers[i] for i in index],
+        )
+
+    def with_gaze(self, gaze: torch.Tensor, fixations: list[torch.Tensor], readers: list[str]) -> "Batch":
+        """The same rows scored against other gaze (one reader's instead of the merged one)."""
+        grid = gaze.shape[-1]
+        maps = torch.stack([fixation_map(f.cpu(), grid) for f in fixations]).to(gaze.device)
+        return Batch(
+            image_ids=self.image_ids, patient_ids=self.patient_ids, images=self.images, labels=self.labels,
+            gaze=gaze, fixation_maps=maps, fixations=fixations, regions=self.regions, evidence=self.evidence,
+            readers=readers,
         )
 
 
@@ -79,10 +134,11 @@ def collate(samples: list[Sample]) -> Batch:
         image_ids=[s.image_id for s in samples],
         patient_ids=[s.patient_id for s in samples],
         images=torch.stack([s.image for s in samples]),
-        labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+        labels=torch.stack([s.labels.float() for s in samples]),
         gaze=torch.stack([s.gaze for s in samples]),
         fixation_maps=torch.stack([fixation_map(s.fixations, grid) for s in samples]),
         fixations=[s.fixations for s in samples],
         regions={name: torch.stack([s.regions[name] for s in samples]) for name in sorted(region_names)},
         evidence=evidence,
+        readers=[s.reader for s in samples],
     )

@@ -188,29 +188,30 @@ def predict(adapter: ModelAdapter, samples: Sequence[Sample], batch_size: int = 
 def evaluate_auroc(adapter: ModelAdapter, samples: Sequence[Sample], batch_size: int = 64, device: str | torch.device = "cpu") -> dict:
     """``{"per_class": {name: auroc}, "mean": float}``; the mean skips classes with NaN AUROC."""
     probs = predict(adapter, samples, batch_size, device)
-    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
-    per_class = auroc_ovr(probs, labels, len(adapter.class_names))
+    labels = torch.stack([s.labels.float() for s in samples]) if samples else torch.zeros(0, len(adapter.class_names))
+    per_class = auroc_ovr(probs, labels)
     defined = per_class[~per_class.isnan()]
     mean = float(defined.mean()) if len(defined) else math.nan
     return {"per_class": dict(zip(adapter.class_names, per_class.tolist())), "mean": mean}
 
 
-def auroc_ovr(probs: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """One-vs-rest AUROC per class [C] from scores [N, C] and integer labels [N].
+def auroc_ovr(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One-vs-rest AUROC per class [C] from scores [N, C] and labels [N, C] (1 / 0 / NaN).
 
     Mann-Whitney form: ``(sum of positive ranks - P(P+1)/2) / (P * N)`` with average ranks for
-    ties (a tied positive/negative pair counts one half).  NaN for a class without positives
-    or without negatives.
+    ties (a tied positive/negative pair counts one half), over the images whose label for the
+    class is known (NaN = uncertain, left out).  NaN for a class without positives or negatives.
     """
     scores = probs.detach().to(torch.float64).cpu()
-    labels = labels.cpu()
-    aurocs = torch.full((n_classes,), math.nan, dtype=torch.float64)
-    for cls in range(n_classes):
-        positive = labels == cls
+    labels = labels.detach().to(torch.float64).cpu()
+    aurocs = torch.full((scores.shape[1],), math.nan, dtype=torch.float64)
+    for cls in range(scores.shape[1]):
+        known = ~labels[:, cls].isnan()
+        positive = labels[known, cls] == 1
         n_pos, n_neg = int(positive.sum()), int((~positive).sum())
         if n_pos == 0 or n_neg == 0:
             continue
-        ranks = average_ranks(scores[:, cls])
+        ranks = average_ranks(scores[known, cls])
         aurocs[cls] = (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return aurocs
 

@@ -126,9 +126,12 @@ def gaze_target(gaze: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """BCE with logits against one-hot labels, mean over images and classes."""
-    onehot = F.one_hot(labels, class_logits.shape[1]).to(class_logits.dtype)
-    return F.binary_cross_entropy_with_logits(class_logits, onehot)
+    """BCE with logits against the label vectors [B, C] (one-hot for single-label data), mean
+    over the known (image, class) entries: NaN labels (uncertain) are left out."""
+    known = ~labels.isnan()
+    if not bool(known.any()):
+        return class_logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(class_logits[known], labels[known].to(class_logits.dtype))
 
 
 def gaze_loss(gaze_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -76,7 +76,7 @@ def test_original_coordinates_follow_the_release_formula(generated):
 
 
 def test_class_signal_and_gaze_on_the_evidence(generated):
-    dataset = EGDDataset(generated, split="all", grid=64, convention=synth_convention())
+    dataset = EGDDataset(generated, split="all", grid=64, name="synth")
     heart_share, gaze_on_evidence, evidence_share = {0: [], 1: []}, [], []
     for index in range(len(dataset)):
         sample = dataset[index]
@@ -90,10 +90,12 @@ def test_class_signal_and_gaze_on_the_evidence(generated):
     assert np.mean(gaze_on_evidence) > 2 * np.mean(evidence_share)  # dwell on the abnormality
 
 
-def synth_convention():
-    from gazebench.data.datasets import synth_gaze
+def test_manifest_sigma_is_the_generator_sigma():
+    from gazebench.data import synth
+    from gazebench.data.manifest import load_manifest
 
-    return synth_gaze()
+    assert load_manifest("synth").gaze.sigma == synth.GAZE_SIGMA_PX
+    assert load_manifest("synth").tables == load_manifest("egd").tables  # the same layout
 
 
 def test_refuses_a_non_empty_folder(tmp_path):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gazebench.data.sample import Sample
+from gazebench.data.sample import Sample, one_hot
 from gazebench.errors import UserError
 from gazebench.models import training, unet_gaze
 from gazebench.models.checkpoint import FORMAT, adapter_from_checkpoint, load_checkpoint, save_checkpoint, sha256_file
@@ -26,7 +26,7 @@ def brightness_samples(n: int, seed: int, prefix: str) -> list[Sample]:
         image = (0.2 + 0.3 * label + 0.1 * torch.rand(1, GRID, GRID, generator=generator)).clamp(0, 1)
         gaze = torch.zeros(GRID, GRID)
         gaze[8 + 10 * label : 16 + 10 * label, 10:30] = 1
-        samples.append(Sample(f"{prefix}{k}", f"p{prefix}{k}", image, label, gaze / gaze.sum(), torch.zeros(0, 3)))
+        samples.append(Sample(f"{prefix}{k}", f"p{prefix}{k}", image, one_hot(label, 3), gaze / gaze.sum(), torch.zeros(0, 3)))
     return samples
 
 
@@ -143,7 +143,7 @@ def test_auroc_by_hand_with_ties():
     # pairs: 0.9 beats all 3; 0.8 ties one (1/2) and beats two -> 5.5 / 6
     probs = torch.tensor([[0.9, 0.0, 0.1], [0.8, 0.1, 0.1], [0.8, 0.5, 0.0], [0.3, 0.5, 0.2], [0.1, 0.9, 0.3]])
     labels = torch.tensor([0, 1, 0, 1, 1])
-    aurocs = auroc_ovr(probs, labels, 3)
+    aurocs = auroc_ovr(probs, one_hots(labels, 3))
     assert aurocs[0].item() == pytest.approx(5.5 / 6)
     # class 1: positives 0.1, 0.5, 0.9 vs negatives 0.0, 0.5: 0.1 -> 1, 0.5 -> 1 + 1/2, 0.9 -> 2; 4.5 / 6
     assert aurocs[1].item() == pytest.approx(0.75)
@@ -153,20 +153,30 @@ def test_auroc_by_hand_with_ties():
 def test_auroc_extremes_and_all_ties():
     labels = torch.tensor([0, 0, 1, 1])
     perfect = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.2, 0.7], [0.1, 0.9]])
-    assert auroc_ovr(perfect, labels, 2).tolist() == [1.0, 1.0]
-    assert auroc_ovr(1 - perfect, labels, 2).tolist() == [0.0, 0.0]
-    assert auroc_ovr(torch.full((4, 2), 0.5), labels, 2).tolist() == [0.5, 0.5]
+    assert auroc_ovr(perfect, one_hots(labels, 2)).tolist() == [1.0, 1.0]
+    assert auroc_ovr(1 - perfect, one_hots(labels, 2)).tolist() == [0.0, 0.0]
+    assert auroc_ovr(torch.full((4, 2), 0.5), one_hots(labels, 2)).tolist() == [0.5, 0.5]
 
 
 def test_auroc_matches_pairwise_counting_on_random_tied_scores():
     generator = torch.Generator().manual_seed(0)
     probs = torch.randint(0, 5, (40, 3), generator=generator).float() / 4
     labels = torch.randint(0, 3, (40,), generator=generator)
-    aurocs = auroc_ovr(probs, labels, 3)
+    aurocs = auroc_ovr(probs, one_hots(labels, 3))
     for cls in range(3):
         pos, neg = probs[labels == cls, cls].tolist(), probs[labels != cls, cls].tolist()
         wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
         assert aurocs[cls].item() == pytest.approx(wins / (len(pos) * len(neg)))
+
+
+def test_auroc_leaves_out_uncertain_labels():
+    probs = torch.tensor([[0.9], [0.1], [0.2], [0.8]])
+    labels = torch.tensor([[1.0], [0.0], [float("nan")], [float("nan")]])
+    assert auroc_ovr(probs, labels).tolist() == [1.0]  # the NaN rows would make it 0.75
+
+
+def one_hots(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels, n_classes).float()
 
 
 def test_average_ranks_share_ties():

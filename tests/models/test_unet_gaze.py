@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gazebench.data.sample import Batch, Sample, collate
+from gazebench.data.sample import Batch, Sample, collate, one_hot
 from gazebench.errors import UserError
 from gazebench.models import unet_gaze
 from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD
@@ -99,12 +99,20 @@ def test_loss_matches_the_formula_and_skips_images_without_gaze():
     class_term = bce(class_logits, onehot).mean()
     gaze_term = torch.cat([bce(gaze_logits[0], targets[0]).flatten(), bce(gaze_logits[2], targets[2]).flatten()]).mean()
     expected = gamma * class_term + (1 - gamma) * gaze_term
-    loss = unet_gaze.gaze_classification_loss(class_logits, gaze_logits, labels, targets, gamma)
+    loss = unet_gaze.gaze_classification_loss(class_logits, gaze_logits, onehot, targets, gamma)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_class_loss_leaves_out_uncertain_labels():
+    class_logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
+    labels = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    known = torch.tensor([[True, False], [True, True]])
+    expected = bce(class_logits[known], labels[known]).mean()
+    assert unet_gaze.class_loss(class_logits, labels).item() == pytest.approx(expected.item())
+
+
 def test_gamma_one_ignores_the_gaze_term():
-    class_logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    class_logits, labels = torch.randn(4, 3), torch.eye(3)[[0, 1, 2, 0]]
     targets = torch.rand(4, 1, 8, 8)
     low = unet_gaze.gaze_classification_loss(class_logits, torch.full((4, 1, 8, 8), -5.0), labels, targets, 1.0)
     high = unet_gaze.gaze_classification_loss(class_logits, torch.full((4, 1, 8, 8), 5.0), labels, targets, 1.0)
@@ -114,7 +122,7 @@ def test_gamma_one_ignores_the_gaze_term():
 
 
 def test_without_any_gaze_only_the_class_term_remains():
-    class_logits, labels = torch.randn(2, 3), torch.tensor([1, 2])
+    class_logits, labels = torch.randn(2, 3), torch.eye(3)[[1, 2]]
     loss = unet_gaze.gaze_classification_loss(class_logits, torch.randn(2, 1, 4, 4), labels, torch.zeros(2, 1, 4, 4), 0.4)
     assert loss.item() == pytest.approx(0.4 * unet_gaze.class_loss(class_logits, labels).item())
 
@@ -136,7 +144,7 @@ def tiny_batch(grid: int = 32) -> Batch:
     gaze[2] = 0
     gaze = gaze / gaze.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
     samples = [
-        Sample(f"i{k}", f"p{k}", torch.rand(1, grid, grid), k % 3, gaze[k], torch.zeros(0, 3)) for k in range(3)
+        Sample(f"i{k}", f"p{k}", torch.rand(1, grid, grid), one_hot(k % 3, 3), gaze[k], torch.zeros(0, 3)) for k in range(3)
     ]
     return collate(samples)
 
