@@ -58,9 +58,11 @@ def main() -> None:
 
 
 def data_options(function):
-    function = click.option("--images-root", type=click.Path(path_type=Path), help="MIMIC-CXR(-JPG) tree when it is not under --root.")(function)
+    function = click.option("--labels", help="Label set: egd/synth 'classes' (default) or 'chexpert' (the *__chx columns); mimic 'chexpert' (default) or 'negbio'.")(function)
+    function = click.option("--gaze-sigma", type=click.FloatRange(min=0, min_open=True), help="Gaze Gaussian sigma in the dataset's unit (egd: original pixels; reflacx: degrees). Default: the dataset's published value.")(function)
+    function = click.option("--images-root", type=click.Path(path_type=Path), help="MIMIC-CXR (DICOM) or MIMIC-CXR-JPG tree, when the images are not under --root.")(function)
     function = click.option("--root", type=click.Path(path_type=Path), help="Folder of your local copy of the dataset.")(function)
-    function = click.option("--data", default="synth", show_default=True, help="Dataset: synth (embedded) or egd.")(function)
+    function = click.option("--data", default="synth", show_default=True, help="Dataset: synth (embedded), egd, reflacx or mimic.")(function)
     return function
 
 
@@ -77,7 +79,7 @@ def data_options(function):
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<model>-<data>-<split>-seed<seed>); reusing one resumes it.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def run(model, checkpoint, data, root, images_root, methods, metrics, target, split, device, batch_size, limit, out, seed) -> None:
+def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, target, split, device, batch_size, limit, out, seed) -> None:
     """Compute saliency maps, score them against gaze, and print the leaderboard."""
     from gazebench.engine import RunRequest, execute_run, open_run_dataset, prepare_run
     from gazebench.leaderboard import format_markdown
@@ -100,6 +102,8 @@ def run(model, checkpoint, data, root, images_root, methods, metrics, target, sp
         batch_size=batch_size,
         limit=limit,
         seed=seed,
+        gaze_sigma=gaze_sigma,
+        labels=labels,
     )
     dataset = open_run_dataset(request)
     adapter, request.checkpoint, sha256 = adapter_for_run(model, checkpoint, data, root, images_root)
@@ -115,7 +119,7 @@ def run(model, checkpoint, data, root, images_root, methods, metrics, target, sp
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's number of epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write (default for the embedded data: the model cache that `run` uses).")
-def train(model, data, root, images_root, epochs, seed, out) -> None:
+def train(model, data, root, images_root, gaze_sigma, labels, epochs, seed, out) -> None:
     """Train a model (checkpoint picked on dev, never test) and report its test AUROC.
 
     The recipe is the model's default for the dataset: ``embedded`` (CPU-sized) for the
@@ -124,7 +128,7 @@ def train(model, data, root, images_root, epochs, seed, out) -> None:
 
     DATASETS.get(data)
     MODELS.get(model)
-    result = train_job(model, data, root, images_root, epochs, seed, out)
+    result = train_job(model, data, root, images_root, epochs, seed, out, gaze_sigma=gaze_sigma, labels=labels)
     click.echo(result.summary())
 
 
@@ -143,6 +147,49 @@ def synth(out, n, seed) -> None:
 
     generator.generate(out, n=n, seed=seed)
     click.echo(f"wrote {n} synthetic images in the EGD layout to {out}")
+
+
+def dataset_options(function):
+    function = click.option("--images-root", type=click.Path(path_type=Path), help="MIMIC-CXR (DICOM) or MIMIC-CXR-JPG tree, when the images are not under --root.")(function)
+    function = click.option("--root", type=click.Path(path_type=Path), help="Folder of your local copy (synth: default the embedded dataset).")(function)
+    function = click.option("--dataset", "name", required=True, help="synth, egd, reflacx or mimic.")(function)
+    return function
+
+
+@data.command()
+@dataset_options
+def check(name, root, images_root) -> None:
+    """Validate a local copy against its manifest and print a report (exit 2 when unusable)."""
+    from gazebench.data.check import check_dataset
+    from gazebench.data.datasets import ensure_synth
+
+    info = DATASETS.get(name)
+    if root is None:
+        if info.needs_root:
+            raise UserError(f"--root is required: the folder of your local copy of {info.manifest.obtain_hint()}")
+        root = ensure_synth()
+    report = check_dataset(name, root, images_root)
+    click.echo(report.format())
+    if not report.usable:
+        raise UserError(f"{name} at {root} cannot be used as it is; fix the errors listed above")
+
+
+@data.command()
+@dataset_options
+@click.option("--gaze-sigma", type=click.FloatRange(min=0, min_open=True), help="Gaze sigma in the dataset's unit (default: its published value).")
+@click.option("--labels", help="Label set (see `gazebench run --help`).")
+@click.option("--grid", type=click.IntRange(min=8), default=224, show_default=True, help="Scoring-grid size.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Worker processes (0: in this process).")
+def prepare(name, root, images_root, gaze_sigma, labels, grid, workers) -> None:
+    """Build the preprocessed cache (images, gaze densities, fixations, masks on the grid); resumable."""
+    from gazebench.data.cache import prepare as build_cache
+    from gazebench.data.datasets import open_dataset
+
+    info = DATASETS.get(name)
+    if root is None and info.needs_root:
+        raise UserError(f"--root is required: the folder of your local copy of {info.manifest.obtain_hint()}")
+    dataset = open_dataset(name, root, "all", grid, images_root, require_gaze=False, gaze_sigma=gaze_sigma, labels=labels, use_cache=False)
+    click.echo(build_cache(dataset, workers=workers).summary())
 
 
 @main.command(name="list")

@@ -56,6 +56,7 @@ class RunRequest:
     seed: int = 0
     grid: int = DEFAULT_GRID
     gaze_sigma: float | None = None  # None: the dataset's published sigma
+    labels: str | None = None  # the reader's label set (None: its default)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def resolve_device(name: str) -> torch.device:
 
 def open_run_dataset(request: RunRequest):
     """The split to score; an empty one is an error rather than an empty leaderboard."""
-    dataset = open_dataset(request.data, request.root, request.split, request.grid, request.images_root, gaze_sigma=request.gaze_sigma)
+    dataset = open_dataset(request.data, request.root, request.split, request.grid, request.images_root, gaze_sigma=request.gaze_sigma, labels=request.labels)
     if len(dataset) == 0:
         raise UserError(f"split {request.split!r} of {request.data} has no image with gaze to score; try --split all")
     return dataset
@@ -106,6 +107,7 @@ def run_config(run: PreparedRun) -> dict:
             "root": str(run.dataset.root),
             "images_root": str(run.dataset.images_root),
             "split": request.split,
+            "labels": request.labels,
             "images": len(run.dataset),
             "limit": request.limit,
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,15 +77,26 @@ def open_dataset(
     images_root: Path | None = None,
     require_gaze: bool = True,
     gaze_sigma: float | None = None,
+    labels: str | None = None,
+    use_cache: bool = True,
 ) -> GazeDataset:
-    """Open split ``split`` of dataset ``name`` (the embedded one when ``name`` is synth and no root)."""
+    """Open split ``split`` of dataset ``name`` (the embedded one when ``name`` is synth and no root).
+
+    ``labels`` picks the reader's label set (EGD: ``classes`` or ``chexpert``; MIMIC: ``chexpert``
+    or ``negbio``); items come from the ``data prepare`` cache when there is one.
+    """
+    from gazebench.data.cache import with_cache
+
     info = DATASETS.get(name)
     if info.needs_root and root is None:
         raise UserError(f"--data {name} needs --root: the folder of your local copy of {info.manifest.obtain_hint()}")
     if name == "synth" and root is None:
         root = ensure_synth()
     reader = info.reader_class()
-    return reader(
+    options = {} if labels is None else {"labels": labels}
+    if options and "labels" not in inspect.signature(reader).parameters:
+        raise UserError(f"--labels is not an option of {name}: its labels are fixed by its release")
+    dataset = reader(
         Path(root),
         split=split,
         grid=grid,
@@ -92,4 +104,6 @@ def open_dataset(
         images_root=images_root,
         require_gaze=require_gaze,
         name=name,
+        **options,
     )
+    return with_cache(dataset) if use_cache else dataset

@@ -16,6 +16,7 @@ import yaml
 from tqdm import tqdm
 
 from gazebench import paths
+from gazebench.data.data_use import write_data_use_notice
 from gazebench.data.datasets import open_dataset, synth_key
 from gazebench.data.splits import write_splits
 from gazebench.errors import UserError
@@ -51,7 +52,18 @@ def load_samples(dataset, description: str) -> list:
     return [dataset[i] for i in tqdm(range(len(dataset)), desc=f"loading {description}", unit="image", leave=False)]
 
 
-def train_job(model: str, data: str, root: Path | None, images_root: Path | None, epochs: int | None, seed: int, out: Path | None, device: str = "cpu") -> TrainReport:
+def train_job(
+    model: str,
+    data: str,
+    root: Path | None,
+    images_root: Path | None,
+    epochs: int | None,
+    seed: int,
+    out: Path | None,
+    device: str = "cpu",
+    gaze_sigma: float | None = None,
+    labels: str | None = None,
+) -> TrainReport:
     """Train ``model`` on the train split, select on dev, report test AUROC; write the checkpoint."""
     spec = MODELS.get(model)
     recipe = spec.default_recipe(data)
@@ -62,12 +74,17 @@ def train_job(model: str, data: str, root: Path | None, images_root: Path | None
             raise UserError("--out is required when training on your own data: the checkpoint file to write")
         out = paths.cached_model_path(model, synth_key(), recipe["name"], seed)
     started = time.perf_counter()
-    splits = {name: open_dataset(data, root, name, DEFAULT_GRID, images_root, require_gaze=False) for name in ("train", "dev", "test")}
+    splits = {
+        name: open_dataset(data, root, name, DEFAULT_GRID, images_root, require_gaze=False, gaze_sigma=gaze_sigma, labels=labels)
+        for name in ("train", "dev", "test")
+    }
     samples = {name: load_samples(dataset, f"{name} split") for name, dataset in splits.items()}
     result = train(spec, splits["train"].class_names, samples["train"], samples["dev"], recipe, seed, out, device=device)
     test = evaluate_auroc(result.adapter, samples["test"], device=device)
     report = TrainReport(model, Path(out), result.best_epoch, result.best_dev_auroc, test, time.perf_counter() - started)
     write_splits(splits["train"].table, Path(out).with_suffix(".splits.csv"))
+    if splits["train"].manifest.credentialed:
+        write_data_use_notice(Path(out).parent, splits["train"].manifest)
     write_atomic(Path(out).with_suffix(".report.yaml"), yaml.safe_dump(report_record(report, recipe, seed, data), sort_keys=False))
     return report
 
