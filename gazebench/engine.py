@@ -134,6 +134,9 @@ def execute_run(run: PreparedRun) -> pd.DataFrame:
     for reason, count in run.dataset.skips.items():
         if count:
             store.log(f"skipped: {count} {reason}")
+    cache = getattr(run.dataset, "cache", None)
+    if cache is not None:
+        store.log(f"items read from the prepared cache {cache.folder} when present")
     indices = np.arange(len(run.dataset))[: request.limit]
     batches = [indices[start : start + request.batch_size] for start in range(0, len(indices), request.batch_size)]
     counts: Counter[tuple[str, str]] = Counter()
