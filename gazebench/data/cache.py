@@ -55,10 +55,11 @@ def _table_stamps(dataset: GazeDataset) -> dict[str, list[int]]:
     """(size, mtime) of each release table with a fixed path: an edited copy gets a new key."""
     stamps = {}
     for spec in dataset.manifest.tables.values():
-        path = Path(dataset.root) / spec.path
-        if "{" not in spec.path and path.is_file():
-            stat = path.stat()
-            stamps[spec.path] = [stat.st_size, stat.st_mtime_ns]
+        for relative in (spec.path, f"{spec.path}.gz"):  # PhysioNet serves some tables gzipped
+            path = Path(dataset.root) / relative
+            if "{" not in relative and path.is_file():
+                stat = path.stat()
+                stamps[relative] = [stat.st_size, stat.st_mtime_ns]
     return stamps
 
 

@@ -1,19 +1,40 @@
-"""Decoding images and masks and letterboxing them onto the scoring grid."""
+"""Decoding images and masks and letterboxing them onto the scoring grid.
+
+PNG and JPG files are decoded with Pillow; DICOM files (``.dcm``) with pydicom, which reads
+uncompressed and RLE pixel data itself.  Compressed DICOM transfer syntaxes (JPEG, JPEG-LS,
+JPEG 2000) need pydicom's decoding plugins -- ``pylibjpeg`` with ``pylibjpeg-libjpeg`` (JPEG,
+JPEG-LS) and ``pylibjpeg-openjpeg`` (JPEG 2000), or ``python-gdcm`` -- and without them
+``read_grey`` raises a ``UserError`` naming these packages (or read the MIMIC-CXR-JPG copy).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import torch
 from PIL import Image, UnidentifiedImageError
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from gazebench.data.gaze import Letterbox
 from gazebench.errors import UserError
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+DICOM_PLUGINS = "pylibjpeg with pylibjpeg-libjpeg and pylibjpeg-openjpeg (or python-gdcm)"
+# what a damaged file can make pydicom raise while parsing the header or the pixel data
+DICOM_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, AttributeError, TypeError, IndexError)
+
+
+def is_dicom(path: Path) -> bool:
+    return Path(path).suffix.lower() in DICOM_SUFFIXES
+
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
+    if is_dicom(path):
+        return _dicom_size(Path(path))
     try:
         with Image.open(path) as image:
             return image.size
@@ -22,7 +43,13 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def read_grey(path: Path) -> np.ndarray:
-    """Decode an image file to a float32 [H, W] array in [0, 1] (by the dtype's full range)."""
+    """Decode an image file to a float32 [H, W] array in [0, 1].
+
+    PNG/JPG: scaled by the dtype's full range (8 or 16 bit), float images min-max.
+    DICOM: see ``read_dicom_grey``.
+    """
+    if is_dicom(path):
+        return read_dicom_grey(Path(path))
     try:
         with Image.open(path) as image:
             image.load()
@@ -35,6 +62,104 @@ def read_grey(path: Path) -> np.ndarray:
         return array.astype(np.float32) / 65535.0
     array = array.astype(np.float32)
     return (array - array.min()) / max(float(array.max() - array.min()), 1e-12)
+
+
+# ---------------------------------------------------------------------- DICOM
+
+
+def _dicom_error(path: Path, problem: str) -> UserError:
+    return UserError(f"cannot read DICOM {path}: {problem}; replace the file with the release's copy")
+
+
+def _read_dicom(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        raise _dicom_error(path, "not a DICOM file (no 'DICM' file header: empty, truncated or another format)") from None
+    except DICOM_ERRORS as error:
+        raise _dicom_error(path, _one_line(error)) from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _dicom_size(path: Path) -> tuple[int, int]:
+    """(Columns, Rows) from the header; the pixel data is not read."""
+    dataset = _read_dicom(path, stop_before_pixels=True)
+    if "Rows" not in dataset or "Columns" not in dataset:
+        raise _dicom_error(path, "no Rows/Columns in the header (truncated, or not an image)")
+    return int(dataset.Columns), int(dataset.Rows)
+
+
+def read_dicom_grey(path: Path) -> np.ndarray:
+    """Decode a greyscale DICOM to float32 [H, W] in [0, 1], as a viewer would display it.
+
+    Stored values -> modality LUT (Rescale Slope/Intercept or Modality LUT Sequence) -> VOI LUT
+    (VOI LUT Sequence, else Window Center/Width; the first view when several) -> scaled to
+    [0, 1] by the *nominal* output range of the last step, never by the image's own min/max:
+    - without VOI: the stored bit range (``BitsStored``, signed or not) through the modality
+      LUT, so a 12-bit image uses [0, 4095] and a 16-bit one [0, 65535];
+    - after windowing: the same range, which pydicom's windowing maps the window onto, so the
+      window's lower edge is 0 and its upper edge 1 (values outside are clipped);
+    - after a VOI LUT Sequence: [0, 2**bits - 1] with the LUT's bits per entry.
+    MONOCHROME1 (low values are white) is inverted so that 1 is always white.
+    """
+    dataset = _read_dicom(path, stop_before_pixels=False)
+    if "PixelData" not in dataset:
+        raise _dicom_error(path, "no pixel data (truncated, or not an image)")
+    photometric = str(dataset.get("PhotometricInterpretation", ""))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise _dicom_error(path, f"photometric interpretation {photometric or 'missing'} is not greyscale (MONOCHROME1/2)")
+    stored = _decode_pixels(path, dataset)
+    if stored.ndim != 2:
+        raise _dicom_error(path, f"pixel array of shape {stored.shape} is not one grey frame")
+    try:
+        low, high = _output_range(dataset)
+        values = apply_voi_lut(apply_modality_lut(stored, dataset), dataset, index=0)
+    except DICOM_ERRORS + (NotImplementedError,) as error:
+        raise _dicom_error(path, f"invalid modality or VOI LUT ({_one_line(error)})") from None
+    grey = np.clip((values.astype(np.float64) - low) / (high - low), 0.0, 1.0)
+    if photometric == "MONOCHROME1":
+        grey = 1.0 - grey
+    return grey.astype(np.float32)
+
+
+def _decode_pixels(path: Path, dataset: pydicom.Dataset) -> np.ndarray:
+    """The stored values; a compressed transfer syntax without its plugin is a UserError."""
+    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+    try:
+        return dataset.pixel_array
+    except (RuntimeError, NotImplementedError) as error:
+        if syntax is not None and syntax.is_compressed:
+            raise UserError(
+                f"cannot decode DICOM {path}: its pixel data is compressed ({syntax.name}) and no installed "
+                f"plugin could decode it ({_one_line(error)}); install {DICOM_PLUGINS}, or use the MIMIC-CXR-JPG copy"
+            ) from None
+        raise _dicom_error(path, _one_line(error)) from None
+    except DICOM_ERRORS as error:
+        raise _dicom_error(path, _one_line(error)) from None
+
+
+def _output_range(dataset: pydicom.Dataset) -> tuple[float, float]:
+    """(value shown black, value shown white) after the modality and VOI LUTs (see read_dicom_grey)."""
+    if dataset.get("VOILUTSequence"):
+        bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, 2.0**bits - 1
+    if dataset.get("ModalityLUTSequence"):
+        bits = int(dataset.ModalityLUTSequence[0].LUTDescriptor[2])
+        return 0.0, 2.0**bits - 1
+    bits = int(dataset.BitsStored)
+    low, high = (0.0, 2.0**bits - 1) if int(dataset.PixelRepresentation) == 0 else (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1)
+    if "RescaleSlope" in dataset and "RescaleIntercept" in dataset:
+        slope, intercept = float(dataset.RescaleSlope), float(dataset.RescaleIntercept)
+        low, high = low * slope + intercept, high * slope + intercept
+    if high == low:
+        raise ValueError("empty output range (Rescale Slope 0?)")
+    return low, high
+
+
+# ---------------------------------------------------------------------- grid
 
 
 def letterbox_array(array: np.ndarray, box: Letterbox, nearest: bool = False) -> torch.Tensor:
