@@ -76,3 +76,17 @@ def test_data_synth_writes_the_egd_layout(tmp_path):
     assert {"master_sheet.csv", "fixations.csv", "bounding_boxes.csv", "audio_segmentation_transcripts", "files"} <= {p.name for p in (tmp_path / "synth").iterdir()}
     again = invoke("data", "synth", "--out", str(tmp_path / "synth"), "--n", "4")
     assert again.exit_code == 2 and "already exists and is not empty" in again.output
+
+
+def test_data_check_prints_the_report_and_exits_2_when_the_copy_is_unusable(tmp_path):
+    from tests.fixtures import egd_layout
+
+    egd_layout.write_egd(tmp_path / "egd")
+    good = CliRunner().invoke(main, ["data", "check", "--dataset", "egd", "--root", str(tmp_path / "egd")])
+    assert good.exit_code == 0, good.output
+    assert "fixations off the displayed image (-1, dropped)" in good.output and good.output.rstrip().endswith("usable: yes")
+    (tmp_path / "egd" / "fixations.csv").unlink()
+    bad = CliRunner().invoke(main, ["data", "check", "--dataset", "egd", "--root", str(tmp_path / "egd")])
+    assert bad.exit_code == 2
+    assert "fixations.csv" in bad.output and "usable: no" in bad.output
+    assert bad.output.rstrip().splitlines()[-1].startswith("gazebench: error: egd at")
