@@ -15,7 +15,7 @@ Labels (``data_manifests/README.md``, "Multi-label policy"): certainty columns 0
 1-2 uncertain), ``Support devices`` / ``Quality issue`` booleans and ``Other`` '|'-separated text
 (non-blank = positive), merged over an image's readings with ``labels.merge_readers``; a label
 column absent from a phase's file is unknown for that phase's readings.  Per-reading CSVs are
-read with the csv module and typed once, stacked (``read_per_reading``): thousands of tiny
+read with the csv module and typed once, stacked (``manifest.read_item_tables``): thousands of tiny
 ``read_table`` calls would take minutes on the full release.
 
 What counts as what (every drop is counted in ``skips``):
@@ -28,7 +28,6 @@ What counts as what (every drop is counted in ``skips``):
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -42,16 +41,7 @@ from gazebench.data.base import GazeDataset, check_root, check_split
 from gazebench.data.gaze import GazeConvention, Letterbox, egd_density, reflacx_density
 from gazebench.data.images import letterbox_array, read_grey
 from gazebench.data.labels import DEFAULT_POSITIVE_CERTAINTY, DEFAULT_UNCERTAIN, certainty_labels, merge_readers
-from gazebench.data.manifest import (
-    Manifest,
-    TableSpec,
-    convert_column,
-    load_manifest,
-    missing_columns,
-    read_table,
-    resolve_alternatives,
-    table_path,
-)
+from gazebench.data.manifest import Manifest, TableSpec, convert_column, load_manifest, read_item_tables, read_table, table_path
 from gazebench.data.sample import ReaderGaze, Sample
 from gazebench.errors import UserError
 
@@ -153,57 +143,6 @@ def box_to_grid(coordinates: np.ndarray, box: Letterbox) -> torch.Tensor:
     scale = np.array([sx, sy, sx, sy])
     offset = np.array([ox, oy, ox, oy])
     return torch.from_numpy(coordinates * scale + offset).float()
-
-
-def read_per_reading(root: Path, spec: TableSpec, reading_ids) -> tuple[pd.DataFrame, set[str], dict[str, int], int]:
-    """Per-reading table ``spec`` (path with ``{id}``) of every reading that has one, stacked.
-
-    The checks and conversions of ``manifest.read_table`` (a missing column is a ``UserError``
-    naming the file; ``one_of`` spellings renamed to the canonical names; values typed by the
-    manifest, unparsable ones missing), but typed once over all readings: reading thousands of
-    tiny files one ``read_table`` at a time costs minutes.  Returns (frame with a ``READING``
-    column, ids of the readings that have the file, unparsable count per column, rows with more
-    fields than the header, dropped).
-    """
-    groups: dict[tuple[str, ...], tuple[list[list[str]], list[str]]] = {}
-    found, long_rows = set(), 0
-    for reading_id in reading_ids:
-        path = table_path(root, spec, id=reading_id)
-        if not path.is_file():
-            continue
-        header, rows = _csv_rows(path)
-        missing = missing_columns(spec, header)
-        if missing:
-            raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; expected at least: {', '.join(spec.columns)}")
-        renaming = resolve_alternatives(spec, header)
-        canonical = tuple(renaming.get(column, column) for column in header)
-        kept = [row + [""] * (len(header) - len(row)) for row in rows if len(row) <= len(header)]
-        long_rows += len(rows) - len(kept)
-        stacked_rows, stacked_ids = groups.setdefault(canonical, ([], []))
-        stacked_rows.extend(kept)
-        stacked_ids.extend([reading_id] * len(kept))
-        found.add(reading_id)
-    frames = [pd.DataFrame(rows, columns=list(header), dtype=object).assign(**{READING: ids}) for header, (rows, ids) in groups.items()]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*spec.typed_columns(), READING])
-    unparsable = {}
-    for column, kind in spec.typed_columns().items():
-        if column in frame.columns:
-            frame[column], bad = convert_column(frame[column], kind)
-            if bad:
-                unparsable[column] = bad
-    return frame, found, unparsable, long_rows
-
-
-def _csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a small CSV as text (the csv module: far faster than pandas per file)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            rows = [row for row in csv.reader(file) if row]
-    except (csv.Error, UnicodeDecodeError) as error:
-        raise UserError(f"cannot parse {path} as CSV ({error}); replace the file with the release's copy") from None
-    if not rows:
-        raise UserError(f"cannot parse {path} as CSV (the file is empty); replace the file with the release's copy")
-    return rows[0], rows[1:]
 
 
 class ReflacxDataset(GazeDataset):
@@ -414,7 +353,7 @@ class ReflacxDataset(GazeDataset):
 
     def _read_per_reading(self, table: str, reading_ids) -> tuple[pd.DataFrame, set[str]]:
         """Table ``table`` of every reading that has one, stacked and typed once (column ``READING``)."""
-        frame, found, unparsable, long_rows = read_per_reading(self.root, self.manifest.table(table), reading_ids)
+        frame, found, unparsable, long_rows = read_item_tables(self.root, self.manifest.table(table), reading_ids, READING)
         name = PurePosixPath(self.manifest.table(table).path).name
         self._skip(f"{name} rows with more fields than its header (dropped)", long_rows)
         return frame, found

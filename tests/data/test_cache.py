@@ -16,7 +16,7 @@ from gazebench.data.egd import EGDDataset
 def assert_same_sample(a, b):
     assert (a.image_id, a.patient_id, a.reader, a.transcript) == (b.image_id, b.patient_id, b.reader, b.transcript)
     for name in ("image", "labels", "gaze", "fixations"):
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0, equal_nan=True, msg=name)
     assert a.regions.keys() == b.regions.keys() and all(torch.equal(a.regions[k], b.regions[k]) for k in a.regions)
     assert a.boxes.keys() == b.boxes.keys() and all(torch.equal(a.boxes[k], b.boxes[k]) for k in a.boxes)
     assert (a.evidence is None) == (b.evidence is None)
@@ -105,3 +105,24 @@ def test_cli_prepare_needs_a_root_for_credentialed_data():
     result = CliRunner().invoke(main, ["data", "prepare", "--dataset", "egd"])
     assert result.exit_code == 2
     assert result.output.startswith("gazebench: error: --root is required") and "physionet.org" in result.output
+
+
+def test_reflacx_samples_keep_every_reader_through_the_cache(tmp_path):
+    from gazebench.data.reflacx import ReflacxDataset
+    from tests.fixtures.reflacx_layout import write_reflacx
+
+    write_reflacx(tmp_path / "reflacx", images_root=tmp_path / "jpg")
+    dataset = ReflacxDataset(tmp_path / "reflacx", split="all", grid=48, images_root=tmp_path / "jpg", require_gaze=False)
+    report = prepare(dataset, workers=0, progress=False)
+    assert report.built == len(dataset) and (report.folder / "DATA_USE.md").is_file()
+    cached = open_dataset("reflacx", tmp_path / "reflacx", "all", 48, images_root=tmp_path / "jpg", require_gaze=False)
+    several = 0
+    for index in range(len(dataset)):
+        fresh, stored = dataset[index], cached[index]
+        assert_same_sample(stored, fresh)
+        assert stored.readers.keys() == fresh.readers.keys()
+        for name in fresh.readers:
+            assert torch.equal(stored.readers[name].gaze, fresh.readers[name].gaze)
+        assert stored.lesions.keys() == fresh.lesions.keys()
+        several += len(fresh.readers) > 1
+    assert several >= 2
