@@ -18,16 +18,14 @@ over the images that have one (and is 0 when none has).
 
 from __future__ import annotations
 
-from importlib import resources
-
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from gazebench.data.sample import Batch
 from gazebench.errors import UserError
+from gazebench.models import recipes
 from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
 from gazebench.models.spec import ModelSpec
 from gazebench.registry import MODELS
@@ -36,7 +34,6 @@ NAME = "unet_gaze"
 DEFAULT_CLASSES = ("Normal", "CHF", "pneumonia")
 ENCODER = "tu-tf_efficientnet_b0"
 INPUT_MULTIPLE = 32  # the U-Net halves the resolution five times
-RECIPES_FILE = "unet_gaze.yaml"
 
 
 class UNetGaze(nn.Module):
@@ -164,21 +161,13 @@ def batch_loss(adapter: ModelAdapter, batch: Batch, gamma: float) -> torch.Tenso
 
 
 def load_recipe(name: str = "embedded") -> dict:
-    """One recipe from ``recipes/unet_gaze.yaml`` (read afresh on each call, with its ``name`` added)."""
-    recipes = _read_recipes()
-    if name not in recipes:
-        raise UserError(f"unknown unet_gaze recipe {name!r}; choose one of: {', '.join(sorted(recipes))}")
-    return {"name": name, **recipes[name]}
+    """One recipe from ``baselines/unet_gaze.yaml``, with its ``name`` added."""
+    return recipes.load_recipe(NAME, name)
 
 
 def default_recipe(dataset: str) -> dict:
     """``embedded`` for the synthetic dataset (CPU-sized), ``paper`` for the real ones."""
-    return load_recipe("embedded" if dataset == "synth" else "paper")
-
-
-def _read_recipes() -> dict:
-    text = resources.files("gazebench.models").joinpath("recipes", RECIPES_FILE).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return load_recipe(recipes.default_recipe_name(dataset))
 
 
 SPEC = MODELS.register(NAME)(

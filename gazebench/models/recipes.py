@@ -1,0 +1,37 @@
+"""Training recipes: ``baselines/<model>.yaml``, one file per model, one entry per recipe.
+
+Each recipe has ``model`` (keyword arguments of the model's ``build_adapter`` besides class
+names and weights), ``loss`` (keyword arguments of its batch loss), ``training`` (optimizer,
+schedule, epochs, selection on dev) and ``departures`` (where it differs from the study, and
+why).  ``paper`` recipes carry the studies' hyper-parameters; ``embedded`` recipes cut them to
+CPU size for the synthetic dataset.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import yaml
+
+from gazebench.errors import UserError
+
+
+def read_recipes(model: str) -> dict:
+    """Every recipe of ``model`` (read afresh on each call)."""
+    entry = resources.files("gazebench.baselines").joinpath(f"{model}.yaml")
+    if not entry.is_file():
+        raise UserError(f"no recipe file baselines/{model}.yaml for model {model!r}")
+    return yaml.safe_load(entry.read_text(encoding="utf-8"))
+
+
+def load_recipe(model: str, name: str) -> dict:
+    """One recipe of ``model`` with its ``name`` added; an unknown name lists the known ones."""
+    recipes = read_recipes(model)
+    if name not in recipes:
+        raise UserError(f"unknown {model} recipe {name!r}; choose one of: {', '.join(sorted(recipes))}")
+    return {"name": name, **recipes[name]}
+
+
+def default_recipe_name(dataset: str) -> str:
+    """``embedded`` (CPU-sized) for the synthetic dataset, ``paper`` for the real ones."""
+    return "embedded" if dataset == "synth" else "paper"
