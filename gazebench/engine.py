@@ -155,7 +155,8 @@ def execute_run(run: PreparedRun) -> pd.DataFrame:
         seeds = [image_seed(request.seed, image_id) for image_id in pairs.batch.image_ids]
         for name in todo:
             method = run.methods[name]
-            maps = method(run.adapter, pairs.batch.images, pairs.targets, seeds, request.grid) if len(pairs.rows) else None
+            extra = run.adapter.inputs_from(pairs.batch)
+            maps = method(run.adapter, pairs.batch.images, pairs.targets, seeds, request.grid, extra) if len(pairs.rows) else None
             for message in method.warnings:
                 if message not in warned:
                     warned.add(message)
@@ -191,7 +192,7 @@ def explanation_pairs(adapter: ModelAdapter, batch: Batch, target: str, multi_la
     ``pred``: the top predicted class (single-label) or every class with probability >= 0.5,
     the top one when none is (multi-label).  An image without a positive label has no pair.
     """
-    probabilities = adapter.probabilities(adapter.logits(batch.images))
+    probabilities = adapter.probabilities(adapter.logits(batch.images, *adapter.inputs_from(batch)))
     if target == "label":
         chosen = batch.labels == 1
         if not multi_label:

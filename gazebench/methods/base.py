@@ -38,15 +38,36 @@ class Method:
         self.params = {**self.default_params, **params}
         self.warnings: list[str] = []  # recorded in the run log (e.g. layers without a DeepLift rule)
 
-    def attribute(self, adapter: ModelAdapter, inputs: torch.Tensor, targets: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        """Raw attributions for preprocessed ``inputs`` [B, C, S, S]: [B, C', h, w] or [B, h, w]."""
+    def attribute(self, adapter: ModelAdapter, inputs: torch.Tensor, targets: torch.Tensor, seeds: list[int], extra: tuple = ()) -> torch.Tensor:
+        """Raw attributions for preprocessed ``inputs`` [B, C, S, S]: [B, C', h, w] or [B, h, w].
+
+        ``extra``: the model's extra per-row inputs (``ModelAdapter.extra_inputs``), held fixed.
+        """
         raise NotImplementedError
 
-    def __call__(self, adapter: ModelAdapter, images: torch.Tensor, targets: torch.Tensor, seeds: list[int], grid: int) -> torch.Tensor:
+    def __call__(
+        self,
+        adapter: ModelAdapter,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        seeds: list[int],
+        grid: int,
+        extra: tuple = (),
+    ) -> torch.Tensor:
         """Maps [B, grid, grid] for grid images [B, 1, G, G], following the scoring protocol."""
         inputs = adapter.preprocess(images)
-        raw = self.attribute(adapter, inputs, targets, seeds).detach()
+        raw = self.attribute(adapter, inputs, targets, seeds, tuple(extra)).detach()
         return to_grid(raw, self.postprocess, grid)
+
+
+def forward_args(extra: tuple) -> tuple | None:
+    """Captum's ``additional_forward_args`` for the model's extra inputs (None when there are none)."""
+    return tuple(extra) if extra else None
+
+
+def repeat_rows(extra: tuple, n_samples: int) -> tuple:
+    """Extra inputs expanded image-major like the inputs of sampling methods ([B] -> [B * n])."""
+    return tuple(tensor.repeat_interleave(n_samples, dim=0) for tensor in extra)
 
 
 def to_grid(raw: torch.Tensor, postprocess: str, grid: int) -> torch.Tensor:

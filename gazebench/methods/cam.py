@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from captum.attr import LayerConductance, LayerGradCam
 
-from gazebench.methods.base import Method
+from gazebench.methods.base import Method, forward_args
 from gazebench.methods.gradient import gradient_leaf, input_gradients_only, make_baseline
 from gazebench.registry import METHODS
 
@@ -26,10 +26,10 @@ class GradCamMethod(Method):
     postprocess = "relu"
     default_params: dict = {}
 
-    def attribute(self, adapter, inputs, targets, seeds):
+    def attribute(self, adapter, inputs, targets, seeds, extra=()):
         gradcam = LayerGradCam(adapter.module, adapter.cam_layer)
         with input_gradients_only(adapter.module):
-            return gradcam.attribute(gradient_leaf(inputs), target=targets, relu_attributions=True)
+            return gradcam.attribute(gradient_leaf(inputs), target=targets, relu_attributions=True, additional_forward_args=forward_args(extra))
 
 
 @METHODS.register("conductance")
@@ -49,7 +49,7 @@ class ConductanceMethod(Method):
     postprocess = "relu"
     default_params = {"n_steps": 16, "baseline": "black", "internal_batch_size": 64}
 
-    def attribute(self, adapter, inputs, targets, seeds):
+    def attribute(self, adapter, inputs, targets, seeds, extra=()):
         conductance = LayerConductance(adapter.module, adapter.cam_layer)
         baseline = make_baseline(adapter, inputs, self.params["baseline"])
         with input_gradients_only(adapter.module):
@@ -59,4 +59,5 @@ class ConductanceMethod(Method):
                 target=targets,
                 n_steps=self.params["n_steps"],
                 internal_batch_size=max(self.params["internal_batch_size"], 2 * len(inputs)),
+                additional_forward_args=forward_args(extra),
             )

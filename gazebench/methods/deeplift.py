@@ -30,7 +30,7 @@ from captum.attr import DeepLift
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR, nonlinear
 from torch import nn
 
-from gazebench.methods.base import Method
+from gazebench.methods.base import Method, forward_args
 from gazebench.methods.gradient import gradient_leaf, input_gradients_only, make_baseline
 from gazebench.registry import METHODS
 
@@ -132,11 +132,13 @@ class DeepLiftMethod(Method):
     postprocess = "abs"
     default_params = {"baseline": "black"}
 
-    def attribute(self, adapter, inputs, targets, seeds):
+    def attribute(self, adapter, inputs, targets, seeds, extra=()):
         new_lines = [line for line in deeplift_warnings(adapter.module, adapter.name) if line not in self.warnings]
         self.warnings.extend(new_lines)
         baseline = make_baseline(adapter, inputs, self.params["baseline"])
         with input_gradients_only(adapter.module), extra_rescale_rules(adapter.module), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
             deeplift = DeepLift(adapter.module)
-            return deeplift.attribute(gradient_leaf(inputs), baselines=baseline.expand_as(inputs), target=targets)
+            return deeplift.attribute(
+                gradient_leaf(inputs), baselines=baseline.expand_as(inputs), target=targets, additional_forward_args=forward_args(extra)
+            )

@@ -23,7 +23,7 @@ import torch
 from captum.attr import Saliency
 from torch import nn
 
-from gazebench.methods.base import Method
+from gazebench.methods.base import Method, forward_args, repeat_rows
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import METHODS
 
@@ -93,12 +93,13 @@ def gaussian_noise(inputs: torch.Tensor, seeds: list[int], n_samples: int, stdev
     return unit.to(inputs.device, inputs.dtype) * sigmas.view(-1, *[1] * (inputs.dim() - 1))
 
 
-def chunked_gradients(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+def chunked_gradients(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk_rows: int, extra: tuple = ()) -> torch.Tensor:
     """Input gradients of the target logits (Captum ``Saliency``, signed), ``chunk_rows`` rows per call."""
     saliency = Saliency(module)
+    chunks = zip(inputs.split(chunk_rows), targets.split(chunk_rows), *[t.split(chunk_rows) for t in extra])
     gradients = [
-        saliency.attribute(gradient_leaf(rows), target=row_targets, abs=False).detach()
-        for rows, row_targets in zip(inputs.split(chunk_rows), targets.split(chunk_rows))
+        saliency.attribute(gradient_leaf(rows), target=row_targets, abs=False, additional_forward_args=forward_args(row_extra)).detach()
+        for rows, row_targets, *row_extra in chunks
     ]
     return torch.cat(gradients)
 
@@ -120,9 +121,9 @@ class SaliencyMethod(Method):
     postprocess = "abs"
     default_params: dict = {}
 
-    def attribute(self, adapter, inputs, targets, seeds):
+    def attribute(self, adapter, inputs, targets, seeds, extra=()):
         with input_gradients_only(adapter.module):
-            return chunked_gradients(adapter.module, inputs, targets, chunk_rows=len(inputs))
+            return chunked_gradients(adapter.module, inputs, targets, len(inputs), extra)
 
 
 @METHODS.register("smoothgrad")
@@ -140,13 +141,15 @@ class SmoothGradMethod(Method):
     postprocess = "abs"
     default_params = {"n_samples": 16, "stdev": 0.15, "internal_batch_size": 32}
 
-    def attribute(self, adapter, inputs, targets, seeds):
+    def attribute(self, adapter, inputs, targets, seeds, extra=()):
         n_samples = self.params["n_samples"]
         noise = gaussian_noise(inputs, seeds, n_samples, self.params["stdev"])
         noisy = inputs.detach().repeat_interleave(n_samples, dim=0) + noise
         expanded_targets = targets.repeat_interleave(n_samples)
         with input_gradients_only(adapter.module):
-            gradients = chunked_gradients(adapter.module, noisy, expanded_targets, self.params["internal_batch_size"])
+            gradients = chunked_gradients(
+                adapter.module, noisy, expanded_targets, self.params["internal_batch_size"], repeat_rows(extra, n_samples)
+            )
         return sample_mean(gradients, n_samples)
 
 
@@ -177,12 +180,13 @@ def gradient_shap_terms(
     alphas: torch.Tensor,
     targets: torch.Tensor,
     chunk_rows: int,
+    extra: tuple = (),
 ) -> torch.Tensor:
     """Captum's ``InputBaselineXGradient`` on expanded rows: (x' - b) * grad f(b + a (x' - b))."""
     view = (-1, *[1] * (noisy.dim() - 1))
     differences = noisy - baseline
     interpolated = baseline + alphas.view(view) * differences
-    return differences * chunked_gradients(module, interpolated, targets, chunk_rows)
+    return differences * chunked_gradients(module, interpolated, targets, chunk_rows, extra)
 
 
 @METHODS.register("gradshap")
@@ -199,7 +203,7 @@ class GradientShapMethod(Method):
     postprocess = "abs"
     default_params = {"n_samples": 16, "stdev": 0.09, "baseline": "black", "internal_batch_size": 32}
 
-    def attribute(self, adapter, inputs, targets, seeds):
+    def attribute(self, adapter, inputs, targets, seeds, extra=()):
         n_samples = self.params["n_samples"]
         noise, alphas = draw_gradshap_samples(inputs, seeds, n_samples, self.params["stdev"])
         noisy = inputs.detach().repeat_interleave(n_samples, dim=0) + noise
@@ -207,6 +211,6 @@ class GradientShapMethod(Method):
         expanded_targets = targets.repeat_interleave(n_samples)
         with input_gradients_only(adapter.module):
             terms = gradient_shap_terms(
-                adapter.module, noisy, baseline, alphas, expanded_targets, self.params["internal_batch_size"]
+                adapter.module, noisy, baseline, alphas, expanded_targets, self.params["internal_batch_size"], repeat_rows(extra, n_samples)
             )
         return sample_mean(terms, n_samples)

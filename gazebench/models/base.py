@@ -3,12 +3,16 @@
 An adapter wraps any classifier.  ``preprocess`` turns grid images ``[B, 1, G, G]`` in
 [0, 1] into the model's own input (size, channels, normalisation); ``module`` maps that
 input to class logits ``[B, C]`` and is an ``nn.Module`` so that Captum can hook into it;
-``cam_layer`` is the module inside ``module`` whose output CAM-style methods use.
+``cam_layer`` is the module inside ``module`` whose output CAM-style methods use.  A model
+that needs more than the image (the temporal model's gaze frames) declares ``extra_inputs``:
+per-row tensors built from the batch and passed as ``module(x, *extra)`` (Captum's
+``additional_forward_args``); the attributions are with respect to the image only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +34,7 @@ class ModelAdapter:
     gaze_head: nn.Module | None = None  # optional: preprocessed input -> gaze logits [B, 1, S, S]
     activation: str = "sigmoid"  # how logits become class probabilities: "sigmoid" or "softmax"
     config: dict = field(default_factory=dict)
+    extra_inputs: Callable | None = None  # batch -> tuple of [B, ...] tensors for module(x, *extra)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Grid images [B, 1, G, G] in [0, 1] -> normalised model input [B, 3, S, S]."""
@@ -41,8 +46,12 @@ class ModelAdapter:
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         return (x - mean) / std
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(self.preprocess(images))
+    def inputs_from(self, batch) -> tuple[torch.Tensor, ...]:
+        """The extra per-row inputs this model needs for ``batch`` (none for image-only models)."""
+        return tuple(self.extra_inputs(batch)) if self.extra_inputs is not None else ()
+
+    def logits(self, images: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return self.module(self.preprocess(images), *extra)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid() if self.activation == "sigmoid" else logits.softmax(dim=-1)

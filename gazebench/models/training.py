@@ -180,8 +180,8 @@ def predict(adapter: ModelAdapter, samples: Sequence[Sample], batch_size: int = 
     adapter.eval()
     probs = []
     for start in range(0, len(samples), batch_size):
-        images = torch.stack([s.image for s in samples[start : start + batch_size]]).to(device)
-        probs.append(torch.sigmoid(adapter.logits(images)).float().cpu())
+        batch = collate(list(samples[start : start + batch_size])).to(device)
+        probs.append(torch.sigmoid(adapter.logits(batch.images, *adapter.inputs_from(batch))).float().cpu())
     return torch.cat(probs) if probs else torch.zeros(0, len(adapter.class_names))
 
 
