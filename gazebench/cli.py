@@ -117,19 +117,25 @@ def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods,
 @click.option("--model", required=True, help="Registered model name.")
 @data_options
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's number of epochs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True, help="Repeat to train several seeds (checkpoints <out stem>-seed<N>.pt) and see their spread.")
 @click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write (default for the embedded data: the model cache that `run` uses).")
-def train(model, data, root, images_root, gaze_sigma, labels, epochs, seed, out) -> None:
+def train(model, data, root, images_root, gaze_sigma, labels, epochs, seeds, out) -> None:
     """Train a model (checkpoint picked on dev, never test) and report its test AUROC.
 
     The recipe is the model's default for the dataset: ``embedded`` (CPU-sized) for the
     synthetic data, the paper's for real data."""
-    from gazebench.models.jobs import train_job
+    from gazebench.models.jobs import seed_checkpoint, seeds_summary, train_job
 
     DATASETS.get(data)
     MODELS.get(model)
-    result = train_job(model, data, root, images_root, epochs, seed, out, gaze_sigma=gaze_sigma, labels=labels)
-    click.echo(result.summary())
+    seeds = list(dict.fromkeys(seeds))
+    reports = []
+    for seed in seeds:
+        target = seed_checkpoint(out, seed, len(seeds) > 1) if out else None
+        reports.append(train_job(model, data, root, images_root, epochs, seed, target, gaze_sigma=gaze_sigma, labels=labels))
+        click.echo(reports[-1].summary())
+    if len(reports) > 1:
+        click.echo(seeds_summary(reports))
 
 
 @main.group(cls=Group)

@@ -59,15 +59,34 @@ def test_gaze_sigma_changes_the_protocol_and_the_scores(tmp_path, egd_copy, rand
     assert not (cc(a) == cc(b)).all()
 
 
-def test_train_on_an_egd_release(tmp_path):
-    root, images = tmp_path / "egd-cxr", tmp_path / "mimic-cxr-jpg"
-    write_egd(root, n_patients=12, images_root=images)  # 12 patients: 9 train, 1 dev, 2 test
+@pytest.fixture(scope="module")
+def egd_training_copy(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("egd_train")
+    write_egd(folder / "egd-cxr", n_patients=12, images_root=folder / "mimic-cxr-jpg")  # 12 patients: 9 train, 1 dev, 2 test
+    return folder / "egd-cxr", folder / "mimic-cxr-jpg"
+
+
+def test_train_on_an_egd_release(tmp_path, egd_training_copy):
+    root, images = egd_training_copy
     out = tmp_path / "models" / "unet_gaze_egd.pt"
     result = invoke("train", "--model", "unet_gaze", "--data", "egd", "--root", root, "--images-root", images, "--epochs", "1", "--out", out)
     assert result.exit_code == 0, result.output
-    assert out.is_file() and "test one-vs-rest AUROC" in result.output
-    assert yaml.safe_load(out.with_suffix(".report.yaml").read_text())["data"] == "egd"
+    assert out.is_file() and "test one-vs-rest AUROC (95% CI, patient bootstrap)" in result.output
+    record = yaml.safe_load(out.with_suffix(".report.yaml").read_text())
+    assert record["data"] == "egd" and record["test_bootstrap"]["replicates"] == 1000
+    assert set(record["test_auroc_ci95"]) == {"Normal", "CHF", "pneumonia"}
     assert (out.parent / "DATA_USE.md").is_file()
+
+
+def test_train_several_seeds_writes_one_checkpoint_each_and_their_spread(tmp_path, egd_training_copy):
+    root, images = egd_training_copy
+    out = tmp_path / "unet_gaze_egd.pt"
+    result = invoke("train", "--model", "unet_gaze", "--data", "egd", "--root", root, "--images-root", images, "--epochs", "1",
+                    "--seed", "1", "--seed", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "unet_gaze_egd-seed1.pt").is_file() and (tmp_path / "unet_gaze_egd-seed2.pt").is_file()
+    assert "over 2 seeds (1, 2): test AUROC mean ± sd" in result.output
+    assert yaml.safe_load((tmp_path / "unet_gaze_egd-seed2.report.yaml").read_text())["seed"] == 2
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 from tqdm import tqdm
 
@@ -28,6 +30,7 @@ from gazebench.registry import MODELS
 from gazebench.atomic import write_atomic
 
 CACHED_MODEL_SEED = 0
+TEST_BOOTSTRAP = 1000  # replicates of the patient-level bootstrap of the test AUROCs
 
 
 @dataclass
@@ -39,13 +42,32 @@ class TrainReport:
     test_auroc: dict
     seconds: float
 
+    seed: int = 0
+
     def summary(self) -> str:
-        per_class = ", ".join(f"{name} {value:.3f}" for name, value in self.test_auroc["per_class"].items())
+        intervals = self.test_auroc.get("ci", {})
+        per_class = ", ".join(
+            f"{name} {value:.3f}" + (" [{:.3f}, {:.3f}]".format(*intervals[name]) if name in intervals else "")
+            for name, value in self.test_auroc["per_class"].items()
+        )
         return (
-            f"{self.model}: best epoch {self.best_epoch} on dev (mean AUROC {self.dev_mean_auroc:.3f}); "
-            f"test one-vs-rest AUROC {per_class}; mean {self.test_auroc['mean']:.3f}\n"
+            f"{self.model} (seed {self.seed}): best epoch {self.best_epoch} on dev (mean AUROC {self.dev_mean_auroc:.3f}); "
+            f"test one-vs-rest AUROC (95% CI, patient bootstrap) {per_class}; mean {self.test_auroc['mean']:.3f}\n"
             f"checkpoint: {self.checkpoint} ({self.seconds / 60:.1f} min)"
         )
+
+
+def seeds_summary(reports: list[TrainReport]) -> str:
+    """Mean and standard deviation over seeds of each class's test AUROC (the spread the studies omit)."""
+    if len(reports) < 2:
+        return ""
+    classes = list(reports[0].test_auroc["per_class"])
+    values = np.array([[r.test_auroc["per_class"][name] for name in classes] for r in reports], dtype=float)
+    with warnings.catch_warnings():  # a class without any defined AUROC gives NaN, said as such
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means, sds = np.nanmean(values, axis=0), np.nanstd(values, axis=0, ddof=1)
+    cells = ", ".join(f"{name} {m:.3f} ± {sd:.3f}" for name, m, sd in zip(classes, means, sds))
+    return f"over {len(reports)} seeds ({', '.join(str(r.seed) for r in reports)}): test AUROC mean ± sd {cells}"
 
 
 def load_samples(dataset, description: str) -> list:
@@ -80,8 +102,8 @@ def train_job(
     }
     samples = {name: load_samples(dataset, f"{name} split") for name, dataset in splits.items()}
     result = train(spec, splits["train"].class_names, samples["train"], samples["dev"], recipe, seed, out, device=device)
-    test = evaluate_auroc(result.adapter, samples["test"], device=device)
-    report = TrainReport(model, Path(out), result.best_epoch, result.best_dev_auroc, test, time.perf_counter() - started)
+    test = evaluate_auroc(result.adapter, samples["test"], device=device, n_boot=TEST_BOOTSTRAP, seed=seed)
+    report = TrainReport(model, Path(out), result.best_epoch, result.best_dev_auroc, test, time.perf_counter() - started, seed)
     write_splits(splits["train"].table, Path(out).with_suffix(".splits.csv"))
     if splits["train"].manifest.credentialed:
         write_data_use_notice(Path(out).parent, splits["train"].manifest)
@@ -100,8 +122,16 @@ def report_record(report: TrainReport, recipe: dict, seed: int, data: str) -> di
         "dev_mean_auroc": clean(report.dev_mean_auroc),
         "test_auroc": {name: clean(v) for name, v in report.test_auroc["per_class"].items()},
         "test_mean_auroc": clean(report.test_auroc["mean"]),
+        "test_auroc_ci95": {name: [clean(low), clean(high)] for name, (low, high) in report.test_auroc.get("ci", {}).items()},
+        "test_bootstrap": {"replicates": TEST_BOOTSTRAP, "unit": "patient", "interval": "percentile", "seed": seed},
         "minutes": round(report.seconds / 60, 2),
     }
+
+
+def seed_checkpoint(out: Path, seed: int, several: bool) -> Path:
+    """The checkpoint path of one seed: ``out`` itself, or ``<stem>-seed<N><suffix>`` when training several."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-seed{seed}{out.suffix or '.pt'}") if several else out
 
 
 def adapter_for_run(model: str, checkpoint: Path | None, data: str, root: Path | None, images_root: Path | None) -> tuple[ModelAdapter, Path, str]:

@@ -4,6 +4,7 @@ import hashlib
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -252,3 +253,109 @@ def test_checkpoint_whose_weights_do_not_fit_the_model(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", "unet_gaze", small_state(), {"model": {"input_size": 32}}, CLASSES)
     with pytest.raises(UserError, match="does not fit model 'unet_gaze'"):
         adapter_from_checkpoint(path)
+
+
+# --- resume, plateau schedule, augmentation ---------------------------------------------------
+
+
+def test_an_interrupted_training_resumes_and_ends_as_if_never_stopped(tmp_path, monkeypatch):
+    uninterrupted = run_training(tmp_path, "whole.pt", epochs=3)
+    real_evaluate = training.evaluate_auroc
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_auroc", interrupt_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tmp_path, "resumed.pt", epochs=3)
+    resume_file = tmp_path / "resumed.resume.pt"
+    assert resume_file.is_file() and not (tmp_path / "resumed.pt").exists()
+    assert torch.load(resume_file, weights_only=True)["state"]["epoch"] == 2
+    monkeypatch.setattr(training, "evaluate_auroc", real_evaluate)
+    resumed = run_training(tmp_path, "resumed.pt", epochs=3)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3] and not resume_file.exists()
+    assert resumed.best_epoch == uninterrupted.best_epoch
+    whole, again = load_checkpoint(uninterrupted.checkpoint)["state_dict"], load_checkpoint(resumed.checkpoint)["state_dict"]
+    assert all(torch.equal(whole[key], again[key]) for key in whole)
+
+
+def test_a_resume_file_of_another_run_is_not_used(tmp_path, monkeypatch):
+    (tmp_path / "model.resume.pt").write_bytes(b"not a training state")
+    result = run_training(tmp_path, "model.pt", epochs=1)
+    assert [r["epoch"] for r in result.history] == [1]
+
+
+def test_plateau_schedule_halves_the_lr_after_epochs_without_dev_gain(tmp_path, monkeypatch):
+    scripted = iter([0.6, 0.6, 0.6, 0.6, 0.6])
+    monkeypatch.setattr(training, "evaluate_auroc", lambda *a, **k: {"per_class": {}, "mean": next(scripted)})
+    recipe = tiny_recipe(epochs=5)
+    recipe["training"]["lr_schedule"] = {"mode": "plateau", "factor": 0.5, "patience": 2}
+    result = train(unet_gaze.SPEC, CLASSES, TRAIN, DEV, recipe, 0, tmp_path / "plateau.pt", progress=False)
+    lrs = [record["lr"] for record in result.history]  # the lr used during each epoch
+    assert lrs[:4] == [0.003] * 4 and lrs[4] == pytest.approx(0.0015)
+
+
+def test_augmentation_moves_image_gaze_and_fixations_together():
+    from gazebench.data.sample import collate
+    from gazebench.models.augment import Augmentation
+
+    image = torch.zeros(1, GRID, GRID)
+    image[0, 10:14, 4:8] = 1.0  # a bright square left of centre
+    gaze = torch.zeros(GRID, GRID)
+    gaze[10:14, 4:8] = 1 / 16
+    fixation = torch.tensor([[6.0, 12.0, 0.3]])
+    batch = collate([Sample("a", "p", image, one_hot(0, 3), gaze, fixation)])
+    flip_only = Augmentation(hflip=True)
+    generator = torch.Generator().manual_seed(0)
+    while True:  # draw until the flip happens (probability 1/2)
+        flipped = flip_only(batch, generator)
+        if flipped.images[0, 0, 12, 4:8].sum() == 0:
+            break
+    assert torch.allclose(flipped.images[0, 0], image[0].flip(-1), atol=1e-6)
+    assert torch.allclose(flipped.gaze[0], gaze.flip(-1), atol=1e-6)
+    assert flipped.fixations[0][0, :2].tolist() == pytest.approx([GRID - 6.0, 12.0])
+    rotated = Augmentation(rotate_degrees=15)(batch, torch.Generator().manual_seed(1))
+    assert float(rotated.gaze.sum()) == pytest.approx(1.0, abs=1e-5)
+    x, y = rotated.fixations[0][0, :2].long().tolist()
+    assert rotated.images[0, 0, y, x] > 0.5 and rotated.gaze[0, y, x] > 0  # the point is still on the square
+    assert rotated.fixations[0][0, 2] == pytest.approx(0.3)
+
+
+def test_an_augmented_recipe_trains(tmp_path):
+    recipe = tiny_recipe(epochs=1)
+    recipe["training"]["augment"] = {"hflip": True, "rotate_degrees": 15}
+    result = train(unet_gaze.SPEC, CLASSES, TRAIN, DEV, recipe, 0, tmp_path / "augmented.pt", progress=False)
+    plain = run_training(tmp_path, "plain.pt", epochs=1)
+    assert result.history[0]["train_loss"] != plain.history[0]["train_loss"]
+
+
+def test_bootstrap_auroc_ci_matches_a_plain_patient_bootstrap():
+    generator = torch.Generator().manual_seed(5)
+    probs = torch.rand(30, 2, generator=generator)
+    labels = (torch.rand(30, 2, generator=generator) < 0.4).float()
+    labels[3, 1] = float("nan")
+    patients = [f"p{i // 2}" for i in range(30)]  # two images per patient
+    intervals = training.bootstrap_auroc_ci(probs, labels, patients, n_boot=200, seed=7)
+    # the same draws, written out plainly: patients in sorted order, all their images
+    rng = np.random.default_rng(7)
+    ordered = sorted(set(patients))
+    replicates = []
+    for _ in range(200):
+        drawn = [ordered[k] for k in rng.integers(0, len(ordered), size=len(ordered))]
+        rows = [i for patient in drawn for i in range(30) if patients[i] == patient]
+        replicates.append(auroc_ovr(probs[rows], labels[rows]).numpy())
+    table = np.array(replicates)
+    for cls in range(2):
+        column = table[:, cls][~np.isnan(table[:, cls])]
+        assert intervals[cls] == pytest.approx(tuple(np.quantile(column, [0.025, 0.975])))
+    point = auroc_ovr(probs, labels)
+    assert all(low <= float(p) <= high for (low, high), p in zip(intervals, point))
+
+
+def test_bootstrap_auroc_ci_of_a_perfect_classifier_is_one():
+    labels = torch.tensor([[1.0], [0.0], [1.0], [0.0], [1.0], [0.0]])
+    assert training.bootstrap_auroc_ci(labels.clone(), labels, list("abcdef"), n_boot=100) == [(1.0, 1.0)]
