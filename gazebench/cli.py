@@ -9,6 +9,7 @@ import click
 
 from gazebench.data import DEFAULT_SYNTH_N
 from gazebench.errors import UserError
+from gazebench.paths import safe_name
 from gazebench.registry import DATASETS, METHODS, METRICS, MODELS
 
 REGISTRIES = {"methods": METHODS, "models": MODELS, "metrics": METRICS, "datasets": DATASETS}
@@ -73,13 +74,14 @@ def data_options(function):
 @click.option("--methods", default="all", show_default=True, help="'all' or a comma list of methods.")
 @click.option("--metrics", default="all", show_default=True, help="'all' or a comma list of metrics.")
 @click.option("--target", type=click.Choice(["label", "pred"]), default="label", show_default=True, help="Class the maps explain.")
+@click.option("--label-map", type=click.Path(path_type=Path), help="YAML mapping the data's classes to the model's outputs (default: baselines/label_maps.yaml when it fits).")
 @click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default="test", show_default=True, help="Which images to score.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<model>-<data>-<split>-seed<seed>); reusing one resumes it.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, target, split, device, batch_size, limit, out, seed) -> None:
+def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, target, label_map, split, device, batch_size, limit, out, seed) -> None:
     """Compute saliency maps, score them against gaze, and print the leaderboard."""
     from gazebench.engine import RunRequest, execute_run, open_run_dataset, prepare_run
     from gazebench.leaderboard import format_markdown
@@ -91,7 +93,7 @@ def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods,
         model=model,
         methods=METHODS.resolve_list(methods),
         metrics=METRICS.resolve_list(metrics),
-        out=out or Path("runs") / f"{model}-{data}-{split}-seed{seed}",
+        out=out or Path("runs") / f"{safe_name(model)}-{data}-{split}-seed{seed}",
         data=data,
         root=root,
         images_root=images_root,
@@ -104,6 +106,7 @@ def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods,
         seed=seed,
         gaze_sigma=gaze_sigma,
         labels=labels,
+        label_map=label_map,
     )
     dataset = open_run_dataset(request)
     adapter, request.checkpoint, sha256 = adapter_for_run(model, checkpoint, data, root, images_root)

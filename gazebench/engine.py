@@ -28,6 +28,7 @@ from gazebench.leaderboard import build_leaderboard, format_markdown
 from gazebench.methods.base import Method, image_seed
 from gazebench.metrics.base import Metric
 from gazebench.models.base import ModelAdapter
+from gazebench.models.label_map import label_map_record, map_adapter
 from gazebench.protocol import DEFAULT_GRID, protocol_description, protocol_id
 from gazebench.registry import METHODS, METRICS
 from gazebench.atomic import write_atomic
@@ -57,6 +58,7 @@ class RunRequest:
     grid: int = DEFAULT_GRID
     gaze_sigma: float | None = None  # None: the dataset's published sigma
     labels: str | None = None  # the reader's label set (None: its default)
+    label_map: Path | None = None  # YAML mapping dataset classes to model outputs (None: the default map)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class PreparedRun:
     metrics: dict[str, Metric]
     device: torch.device
     skips: Counter = field(default_factory=Counter)
+    class_index: list[int] = field(default_factory=list)  # model output -> dataset class index (-1: none)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,13 +91,19 @@ def open_run_dataset(request: RunRequest):
 
 
 def prepare_run(request: RunRequest, dataset, adapter: ModelAdapter, checkpoint_sha256: str) -> PreparedRun:
-    """Check the model against the data and instantiate methods and metrics; writes nothing."""
-    if list(adapter.class_names) != list(dataset.class_names):
-        raise UserError(f"model {request.model} predicts {adapter.class_names} but {request.data} has classes {dataset.class_names}")
+    """Check the model against the data and instantiate methods and metrics; writes nothing.
+
+    A model whose classes differ from the data's is evaluated through a label map (the given
+    ``--label-map`` file, else the default one for the data's classes), or, with ``--target
+    pred``, on its own predicted classes; with neither, the error lists both class lists.
+    """
+    adapter = map_adapter(adapter, dataset.class_names, request.label_map, request.target)
     methods = {name: METHODS.get(name)() for name in request.methods}
     metrics = {name: METRICS.get(name)() for name in request.metrics}
     device = resolve_device(request.device)
-    return PreparedRun(request, adapter.to(device).eval(), checkpoint_sha256, dataset, methods, metrics, device)
+    run = PreparedRun(request, adapter.to(device).eval(), checkpoint_sha256, dataset, methods, metrics, device)
+    run.class_index = [dataset.class_names.index(name) if name in dataset.class_names else -1 for name in adapter.class_names]
+    return run
 
 
 def run_config(run: PreparedRun) -> dict:
@@ -111,7 +120,13 @@ def run_config(run: PreparedRun) -> dict:
             "images": len(run.dataset),
             "limit": request.limit,
         },
-        "model": {"name": request.model, "checkpoint": str(request.checkpoint), "checkpoint_sha256": run.checkpoint_sha256, "class_names": run.adapter.class_names},
+        "model": {
+            "name": request.model,
+            "checkpoint": str(request.checkpoint),
+            "checkpoint_sha256": run.checkpoint_sha256,
+            "class_names": run.adapter.class_names,
+            "label_map": label_map_record(run.adapter),
+        },
         "methods": {name: method.params for name, method in run.methods.items()},
         "metrics": {name: metric.settings for name, metric in run.metrics.items()},
         "target": request.target,
@@ -235,11 +250,13 @@ def _metric_rows(run: PreparedRun, pairs: ExplanationPairs, method_name: str, ma
     rows = torch.tensor(pairs.rows, device=pairs.probabilities.device)
     probabilities = pairs.probabilities[rows]
     targets = pairs.targets.to(rows.device)
-    label = (batch.labels.gather(1, targets[:, None].to(batch.labels.device))[:, 0] == 1).cpu().numpy()
+    label = true_label(batch.labels.cpu(), [run.class_index[t] for t in targets.tolist()])
     predicted = probabilities.argmax(dim=1)
     target_prob = probabilities.gather(1, targets[:, None])[:, 0]
     if run.dataset.multi_label:
-        correct = ((target_prob >= 0.5).cpu().numpy() == label)
+        correct = (target_prob >= 0.5).cpu().numpy() == label
+    elif -1 in run.class_index:  # the model's own classes (--target pred): right when its top class is a true label
+        correct = true_label(batch.labels.cpu(), [run.class_index[p] for p in predicted.tolist()])
     else:
         correct = (predicted.cpu() == torch.nan_to_num(batch.labels.cpu(), nan=0.0).argmax(dim=1)).numpy()
     base = pd.DataFrame(
@@ -266,6 +283,14 @@ def _metric_rows(run: PreparedRun, pairs: ExplanationPairs, method_name: str, ma
         values = metric(maps, batch).detach().double().cpu().numpy()
         frames.append(base.assign(metric=metric_name, value=values))
     return pd.concat(frames, ignore_index=True)
+
+
+def true_label(labels: torch.Tensor, classes: list[int]) -> np.ndarray:
+    """Whether each row's class (a dataset class index, -1 for a class the data lack) is a true label."""
+    index = torch.tensor(classes, dtype=torch.long)
+    known = index >= 0
+    values = labels.gather(1, index.clamp_min(0)[:, None])[:, 0]
+    return ((values == 1) & known).numpy()
 
 
 def write_leaderboard(store: RunStore, seed: int) -> pd.DataFrame:

@@ -15,6 +15,11 @@ def synth_dataset_dir(version: str, n: int, seed: int) -> Path:
     return home() / "datasets" / f"synth-{version}-n{n}-s{seed}"
 
 
+def safe_name(name: str) -> str:
+    """A model name usable as a file name everywhere (``torchvision:resnet50`` -> ``torchvision__resnet50``)."""
+    return name.replace(":", "__").replace("/", "__")
+
+
 def cached_model_path(model: str, dataset_key: str, recipe: str, seed: int) -> Path:
     """Cache path of a model trained once by gazebench on a generated dataset."""
-    return home() / "models" / model / dataset_key / f"{recipe}-seed{seed}.pt"
+    return home() / "models" / safe_name(model) / dataset_key / f"{recipe}-seed{seed}.pt"

@@ -135,8 +135,13 @@ def seed_checkpoint(out: Path, seed: int, several: bool) -> Path:
 
 
 def adapter_for_run(model: str, checkpoint: Path | None, data: str, root: Path | None, images_root: Path | None) -> tuple[ModelAdapter, Path, str]:
-    """(adapter, checkpoint path, its sha256) for ``run``: the given checkpoint or the cached one."""
-    MODELS.get(model)
+    """(adapter, checkpoint path, its sha256) for ``run``: the given checkpoint or the cached one.
+
+    Models with their own weights format (``xrv:<weights>``) open them themselves.
+    """
+    spec = MODELS.get(model)
+    if getattr(spec, "open_for_run", None) is not None:
+        return spec.open_for_run(checkpoint)
     if checkpoint is None:
         if data != "synth" or root is not None:
             raise UserError(

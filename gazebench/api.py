@@ -1,0 +1,177 @@
+"""The Python API: benchmark a model that exists only as code, without registering it.
+
+``wrap_model`` turns any classifier ``nn.Module`` into a ``ModelAdapter`` (how its input is
+prepared, which layer CAM methods use); ``run_benchmark`` scores its saliency maps against
+gaze exactly as ``gazebench run`` does (same engine, same run directory, same leaderboard)::
+
+    import torch
+    from torch import nn
+    from gazebench.api import wrap_model, run_benchmark
+
+    class TinyCNN(nn.Module):
+        def __init__(self, n_classes=3):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+            )
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.head = nn.Linear(16, n_classes)
+
+        def forward(self, x):
+            return self.head(self.pool(self.features(x)).flatten(1))
+
+    model = TinyCNN()
+    model.load_state_dict(torch.load("my_weights.pt", weights_only=True))
+    adapter = wrap_model(model, ["Normal", "CHF", "pneumonia"], cam_layer="features", input_size=128, name="tiny")
+    leaderboard = run_benchmark(adapter, data="synth", methods="saliency,gradcam", metrics="nss,cc", out="runs/tiny")
+    print(leaderboard[["method", "metric", "mean", "ci_low", "ci_high", "n"]])
+
+``cam_layer`` is a module inside the model, its dotted name (``"features"``,
+``"layer4.1"``), or ``None`` for gazebench's rule (the last module that outputs a 4-D feature
+map, see gazebench/models/generic.py).  ``mean``/``std`` are per input channel: the grey
+radiograph in [0, 1] is repeated to ``len(mean)`` channels and normalised, so a 1-channel
+model takes ``mean=(m,), std=(s,)``.  A model whose classes differ from the data's takes a
+label map (``run_benchmark(..., label_map="my_map.yaml")``, see
+gazebench/models/label_map.py); registered models (``torchvision:resnet50``, ``xrv:...``)
+are built with ``gazebench.registry.MODELS.get(name).build_adapter(...)`` and run the same way.
+The run's ``checkpoint_sha256`` is a SHA-256 of the model's state-dict tensors, so runs of the
+same weights are recognisably the same model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from gazebench.errors import UserError
+from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
+from gazebench.models.generic import find_cam_layer, named_cam_layer, state_dict_sha256
+from gazebench.models.label_map import map_adapter
+
+ACTIVATIONS = ("sigmoid", "softmax")
+FIXED_FIELDS = {"model", "methods", "metrics", "out", "data", "root", "split", "checkpoint", "label_map"}  # set by run_benchmark itself
+
+
+def wrap_model(
+    module: nn.Module,
+    class_names: Sequence[str],
+    cam_layer: nn.Module | str | None,
+    input_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    name: str = "custom",
+    activation: str = "sigmoid",
+) -> ModelAdapter:
+    """A ``ModelAdapter`` for ``module`` (input [B, len(mean), S, S] -> logits [B, len(class_names)]).
+
+    Checks, each a one-line UserError: distinct class names, ``mean``/``std`` of one length,
+    ``cam_layer`` inside ``module``, and one forward pass giving ``len(class_names)`` logits.
+    """
+    class_names = list(class_names)
+    if not class_names or len(set(class_names)) != len(class_names):
+        raise UserError(f"{name}: class names must be a non-empty list without repeats, got {class_names}")
+    if len(mean) != len(std) or not len(mean) or any(value <= 0 for value in std):
+        raise UserError(f"{name}: mean and std need one value per input channel (std > 0), got mean={tuple(mean)} std={tuple(std)}")
+    if activation not in ACTIVATIONS:
+        raise UserError(f"{name}: unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    if input_size <= 0:
+        raise UserError(f"{name}: input_size must be positive, got {input_size}")
+    check_outputs(module, len(mean), input_size, len(class_names), name)
+    return ModelAdapter(
+        name=name,
+        module=module,
+        class_names=class_names,
+        cam_layer=resolve_cam_layer(module, cam_layer, input_size, len(mean), name),
+        input_size=input_size,
+        mean=tuple(float(value) for value in mean),
+        std=tuple(float(value) for value in std),
+        activation=activation,
+        config={"input_size": input_size},
+    )
+
+
+def resolve_cam_layer(module: nn.Module, cam_layer: nn.Module | str | None, input_size: int, channels: int, name: str) -> nn.Module:
+    """The module object for ``cam_layer`` (a module, a dotted name, or None for the rule)."""
+    if cam_layer is None:
+        return find_cam_layer(module, input_size, channels, model_name=name)
+    if isinstance(cam_layer, str):
+        return named_cam_layer(module, cam_layer, name)
+    if not any(candidate is cam_layer for candidate in module.modules()):
+        raise UserError(f"{name}: cam_layer {type(cam_layer).__name__} is not a module inside the model; pass one of its own modules or its dotted name")
+    return cam_layer
+
+
+def check_outputs(module: nn.Module, channels: int, input_size: int, n_classes: int, name: str) -> None:
+    """One forward pass on a blank input (eval mode, restored after): it must give [2, n_classes] logits."""
+    modes = {part: part.training for part in module.modules()}
+    parameter = next(iter(module.parameters()), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    try:
+        module.eval()
+        with torch.no_grad():
+            output = module(torch.zeros(2, channels, input_size, input_size, device=device))
+    except Exception as error:  # noqa: BLE001 - whatever the user's model raises, report it in one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{name}: the model fails on a [2, {channels}, {input_size}, {input_size}] input ({first}); check input_size and mean/std (one value per channel)") from None
+    finally:
+        for part, mode in modes.items():
+            part.training = mode
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    if shape != (2, n_classes):
+        raise UserError(f"{name}: the model returns {shape} for 2 images, but {n_classes} class logits per image were expected")
+
+
+def run_benchmark(
+    adapter: ModelAdapter,
+    data: str = "synth",
+    root: str | os.PathLike | None = None,
+    split: str = "test",
+    methods: str | Sequence[str] = "all",
+    metrics: str | Sequence[str] = "all",
+    out: str | os.PathLike | None = None,
+    label_map: object = None,
+    **options,
+) -> pd.DataFrame:
+    """Score ``adapter``'s maps against gaze on ``data``; fill the run directory ``out``; return the leaderboard.
+
+    ``options`` are the other fields of ``gazebench.engine.RunRequest`` (``images_root``,
+    ``target``, ``device``, ``batch_size``, ``limit``, ``seed``, ``grid``, ``gaze_sigma``,
+    ``labels``).  ``out`` defaults to ``runs/<adapter name>-<data>-<split>-seed<seed>``; running
+    again with the same ``out`` resumes.  ``label_map`` (a YAML path, a mapping or a LabelMap)
+    maps the data's classes onto the model's outputs when they differ.
+    """
+    from gazebench.engine import RunRequest, execute_run, open_run_dataset, prepare_run
+    from gazebench.registry import DATASETS, METHODS, METRICS
+
+    allowed = sorted(field.name for field in dataclasses.fields(RunRequest) if field.name not in FIXED_FIELDS)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise UserError(f"run_benchmark: unknown options {unknown}; choose from: {', '.join(allowed)}")
+    DATASETS.get(data)
+    seed = options.get("seed", 0)
+    request = RunRequest(
+        model=adapter.name,
+        methods=METHODS.resolve_list(as_spec(methods)),
+        metrics=METRICS.resolve_list(as_spec(metrics)),
+        out=Path(out) if out is not None else Path("runs") / f"{adapter.name}-{data}-{split}-seed{seed}",
+        data=data,
+        root=Path(root) if root is not None else None,
+        split=split,
+        **{key: Path(value) if key == "images_root" and value is not None else value for key, value in options.items()},
+    )
+    dataset = open_run_dataset(request)
+    mapped = map_adapter(adapter, dataset.class_names, label_map, target=request.target)
+    prepared = prepare_run(request, dataset, mapped, state_dict_sha256(adapter.module))
+    return execute_run(prepared)
+
+
+def as_spec(names: str | Sequence[str]) -> str:
+    """``"a,b"``, ``"all"`` or a list of names -> the registry's comma form."""
+    return names if isinstance(names, str) else ",".join(names)

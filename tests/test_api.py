@@ -1,0 +1,101 @@
+"""The Python API: wrap a model that exists only as code, benchmark it, find the run directory."""
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from gazebench.api import run_benchmark, wrap_model
+from gazebench.errors import UserError
+from gazebench.models.generic import state_dict_sha256
+
+CLASSES = ["Normal", "CHF", "pneumonia"]
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, n_classes: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, n_classes)
+
+    def forward(self, x):
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def tiny_model(n_classes: int = 3) -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN(n_classes)
+
+
+def test_wrap_model_builds_an_adapter_and_finds_the_cam_layer_by_name_object_or_rule():
+    model = tiny_model()
+    by_name = wrap_model(model, CLASSES, "features", input_size=32, name="tiny")
+    assert by_name.cam_layer is model.features and by_name.class_names == CLASSES and by_name.input_size == 32
+    assert wrap_model(model, CLASSES, model.features[4], input_size=32).cam_layer is model.features[4]
+    assert wrap_model(model, CLASSES, None, input_size=32).cam_layer is model.features  # the rule: last 4-D map
+    grey = wrap_model(model, CLASSES, "features", input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    inputs = grey.preprocess(torch.full((1, 1, 48, 48), 0.75))
+    assert inputs.shape == (1, 3, 32, 32) and torch.allclose(inputs, torch.ones_like(inputs))
+
+
+def test_wrap_model_mistakes_are_one_line_user_errors():
+    model = tiny_model()
+    with pytest.raises(UserError, match=r"^custom: the model returns \(2, 3\) for 2 images, but 2 class logits per image were expected$"):
+        wrap_model(model, ["a", "b"], "features", input_size=32)
+    with pytest.raises(UserError, match=r"cam_layer Conv2d is not a module inside the model"):
+        wrap_model(model, CLASSES, nn.Conv2d(1, 1, 1), input_size=32)
+    with pytest.raises(UserError, match=r"mean and std need one value per input channel"):
+        wrap_model(model, CLASSES, "features", mean=(0.5,), std=(0.2, 0.2))
+    with pytest.raises(UserError, match=r"^custom: the model fails on a \[2, 1, 32, 32\] input \(.*\); check input_size and mean/std"):
+        wrap_model(model, CLASSES, "features", input_size=32, mean=(0.5,), std=(0.2,))
+    with pytest.raises(UserError, match=r"class names must be a non-empty list without repeats"):
+        wrap_model(model, ["a", "a", "b"], "features", input_size=32)
+    assert model.training  # the check's forward pass restored the training mode
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tiny_synth, tmp_path_factory):
+    model = tiny_model()
+    adapter = wrap_model(model, CLASSES, "features", input_size=32, name="tiny")
+    out = tmp_path_factory.mktemp("api") / "run"
+    leaderboard = run_benchmark(adapter, root=tiny_synth, split="all", methods="saliency,gradcam", metrics="nss", out=out, limit=4, batch_size=4)
+    return model, out, leaderboard
+
+
+def test_run_benchmark_returns_the_leaderboard_and_fills_the_run_directory(benchmark_run):
+    model, out, leaderboard = benchmark_run
+    assert sorted(zip(leaderboard.method, leaderboard.metric)) == [("gradcam", "nss"), ("saliency", "nss")]
+    assert leaderboard.n.tolist() == [4, 4]
+    assert ((leaderboard.ci_low <= leaderboard["mean"]) & (leaderboard["mean"] <= leaderboard.ci_high)).all()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "leaderboard.csv"), leaderboard.reset_index(drop=True), check_dtype=False)
+    scores = pd.read_parquet(out / "scores")
+    assert len(scores) == 8 and set(scores.model) == {"tiny"} and set(scores.method) == {"saliency", "gradcam"}
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"]["name"] == "tiny" and config["model"]["class_names"] == CLASSES
+    assert config["model"]["checkpoint_sha256"] == state_dict_sha256(model)
+    assert set(scores.checkpoint) == {state_dict_sha256(model)[:12]}
+    assert config["data"]["split"] == "all" and config["data"]["limit"] == 4
+    assert (out / "run.log").is_file() and (out / "leaderboard.md").is_file()
+
+
+def test_run_benchmark_maps_other_classes_with_the_default_label_map(tiny_synth, tmp_path):
+    outputs = ["No Finding", "Edema", "Cardiomegaly", "Pneumonia", "Consolidation"]
+    adapter = wrap_model(tiny_model(len(outputs)), outputs, "features", input_size=32, name="chexpert_style")
+    leaderboard = run_benchmark(adapter, root=tiny_synth, split="all", methods="saliency", metrics="nss", out=tmp_path / "run", limit=2)
+    assert leaderboard.n.tolist() == [2]
+    scores = pd.read_parquet(tmp_path / "run" / "scores")
+    assert set(scores.target) <= set(CLASSES) and set(scores.pred) <= set(CLASSES)
+
+
+def test_run_benchmark_rejects_unknown_options_and_names(tiny_synth, tmp_path):
+    adapter = wrap_model(tiny_model(), CLASSES, "features", input_size=32)
+    with pytest.raises(UserError, match=r"^run_benchmark: unknown options \['epochs'\]; choose from: batch_size, device, "):
+        run_benchmark(adapter, root=tiny_synth, out=tmp_path / "run", epochs=3)
+    with pytest.raises(UserError, match=r"unknown method 'nope'"):
+        run_benchmark(adapter, root=tiny_synth, methods="saliency,nope", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
