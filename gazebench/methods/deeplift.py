@@ -17,6 +17,12 @@ Captum needs each nonlinear module (e.g. each ``nn.ReLU``) to be used once per f
 stores the module's input and output in hooks, and a reused module raises a RuntimeError in the
 backward pass. Models that reuse one ``nn.ReLU`` object or call ``F.relu`` must be patched to
 use a distinct module per use.
+
+Completeness (attributions summing to f(x) - f(baseline)) holds only when every nonlinearity has
+a rule that conserves it.  Captum's max-pooling rule does not in general: with a baseline other
+than zero (the default ``black`` image, normalised, is not zero) networks with max pooling
+(ResNet and DenseNet stems, torchxrayvision's DenseNet) sum to a different value; with the zero
+baseline they are exact.
 """
 
 from __future__ import annotations
