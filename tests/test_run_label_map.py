@@ -1,7 +1,6 @@
 """`run` with a model whose classes differ from the data's: label maps and --target pred."""
 
 import pandas as pd
-import pytest
 import torch
 import yaml
 from click.testing import CliRunner

@@ -21,6 +21,7 @@ from gazebench.data.sample import Sample, collate, one_hot
 from gazebench.errors import UserError
 from gazebench.methods.cam import GradCamMethod
 from gazebench.models import generic
+from gazebench.models import xrv as xrv_family
 from gazebench.models.checkpoint import adapter_from_checkpoint, save_checkpoint, sha256_file
 from gazebench.registry import MODELS
 
@@ -228,7 +229,7 @@ def xrv_home(tmp_path, monkeypatch):
 
 
 def xrv_file_and_url(weights: str) -> tuple[str, str]:
-    url = generic.xrv_models().model_urls[weights]["weights_url"]
+    url = xrv_family.xrv_models().model_urls[weights]["weights_url"]
     return url.rsplit("/", 1)[1], url
 
 
@@ -242,16 +243,16 @@ def test_missing_xrv_weights_name_the_file_the_folder_and_the_url(xrv_home, tmp_
     assert f"torchxrayvision's cache folder {xrv_home} has no file {filename}" in message
     assert f"fetch {url} into that folder" in message
     with pytest.raises(UserError, match=rf"^weights of xrv:{XRV_ALL} not found: no file {tmp_path / 'nowhere.pt'}, and torchxrayvision's cache folder"):
-        generic.open_xrv_for_run(XRV_ALL, tmp_path / "nowhere.pt")
+        xrv_family.open_xrv_for_run(XRV_ALL, tmp_path / "nowhere.pt")
     assert not xrv_home.exists()  # nothing was created, nothing downloaded
 
 
 def test_xrv_densenet_with_random_weights_keeps_its_pathologies_and_drops_empty_outputs():
     full = MODELS.get(f"xrv:{XRV_ALL}").build_adapter(random_weights=True)
     assert generic.find_cam_layer(full.module, SIZE, channels=1) is full.cam_layer  # the rule agrees
-    labels = generic.xrv_models().model_urls["densenet121-res224-mimic_ch"]["labels"]
+    labels = xrv_family.xrv_models().model_urls["densenet121-res224-mimic_ch"]["labels"]
     partial = MODELS.get("xrv:densenet121-res224-mimic_ch").build_adapter(random_weights=True, input_size=SIZE)
-    assert full.class_names == generic.xrv_models().DenseNet.targets and len(full.class_names) == 18
+    assert full.class_names == xrv_family.xrv_models().DenseNet.targets and len(full.class_names) == 18
     assert (full.input_size, full.mean, full.std, full.activation) == (224, (0.5,), (1 / 2048,), "sigmoid")
     assert module_name(full) == "relu"  # the final ReLU module before pooling
     assert partial.class_names == [name for name in labels if name] and len(partial.class_names) == 11
@@ -262,11 +263,11 @@ def test_xrv_densenet_with_random_weights_keeps_its_pathologies_and_drops_empty_
 
 
 def test_xrv_wrapper_gives_xrv_logits_of_the_named_outputs():
-    models = generic.xrv_models()
+    models = xrv_family.xrv_models()
     torch.manual_seed(4)
     network = models.DenseNet(weights=None).eval()
     labels = models.model_urls["densenet121-res224-mimic_ch"]["labels"]
-    wrapped = generic.XRVClassifier(network, labels).eval()
+    wrapped = xrv_family.XRVClassifier(network, labels).eval()
     x = torch.randn(2, 1, SIZE, SIZE) * 500
     keep = [index for index, name in enumerate(labels) if name]
     with torch.no_grad():
@@ -274,7 +275,7 @@ def test_xrv_wrapper_gives_xrv_logits_of_the_named_outputs():
 
 
 def test_xrv_weights_load_from_a_local_file_or_the_cache_folder(xrv_home, tmp_path):
-    models = generic.xrv_models()
+    models = xrv_family.xrv_models()
     torch.manual_seed(5)
     saved = models.DenseNet(weights=None).eval()
     local = tmp_path / "my_xrv_weights.pt"
@@ -282,7 +283,7 @@ def test_xrv_weights_load_from_a_local_file_or_the_cache_folder(xrv_home, tmp_pa
     x = torch.randn(1, 1, SIZE, SIZE) * 500
     with torch.no_grad():
         expected = saved(x)
-    adapter, path, sha256 = generic.open_xrv_for_run(XRV_ALL, local)
+    adapter, path, sha256 = xrv_family.open_xrv_for_run(XRV_ALL, local)
     assert (path, sha256) == (local, sha256_file(local))
     assert adapter.config["weights_source"] == str(local)
     xrv_home.mkdir(parents=True)
@@ -297,7 +298,7 @@ def test_gazebench_checkpoint_of_an_xrv_model_opens_for_run(tmp_path):
     torch.manual_seed(6)
     adapter = MODELS.get(f"xrv:{XRV_ALL}").build_adapter(random_weights=True, input_size=SIZE)
     path = save_checkpoint(tmp_path / "xrv.pt", f"xrv:{XRV_ALL}", adapter.module.state_dict(), {"model": {"input_size": SIZE}}, adapter.class_names)
-    loaded, loaded_path, sha256 = generic.open_xrv_for_run(XRV_ALL, path)
+    loaded, loaded_path, sha256 = xrv_family.open_xrv_for_run(XRV_ALL, path)
     x = adapter.preprocess(grid_images(1))
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), adapter.module(x))
@@ -320,7 +321,7 @@ def test_xrv_densenet_on_real_radiographs_uses_xrv_normalisation_forward_and_gra
     adapter = MODELS.get(f"xrv:{XRV_ALL}").build_adapter(random_weights=True).eval()
     images = nih_grid_images(adapter.input_size)  # 224: the model's own resolution, no resize
     inputs = adapter.preprocess(images)
-    expected = np.stack([generic.xrv_models().utils.normalize(image.numpy(), 1) for image in images])
+    expected = np.stack([xrv_family.xrv_models().utils.normalize(image.numpy(), 1) for image in images])
     np.testing.assert_allclose(inputs.numpy(), expected, rtol=0, atol=1e-3)
     assert inputs.shape == (2, 1, 224, 224) and -1024 <= inputs.min() < inputs.max() <= 1024
     with torch.no_grad():
