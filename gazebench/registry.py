@@ -139,6 +139,6 @@ def choices_phrase(names: list[str], wanted: str, limit: int = 60, listing: str 
 
 
 METHODS = Registry("methods", ("gazebench.methods.gradient", "gazebench.methods.cam", "gazebench.methods.deeplift"))
-MODELS = Registry("models", ("gazebench.models.unet_gaze", "gazebench.models.generic", "gazebench.models.xrv"))
+MODELS = Registry("models", ("gazebench.models.unet_gaze", "gazebench.models.densenet", "gazebench.models.mimic_guided", "gazebench.models.generic", "gazebench.models.xrv"))
 METRICS = Registry("metrics", ("gazebench.metrics.map_metrics",))
 DATASETS = Registry("datasets", ("gazebench.data.datasets",))

@@ -18,15 +18,17 @@ stores the module's input and output in hooks, and a reused module raises a Runt
 backward pass. Models that reuse one ``nn.ReLU`` object or call ``F.relu`` must be patched to
 use a distinct module per use.
 
-Completeness (attributions summing to f(x) - f(baseline)) holds only when every nonlinearity has
-a rule that conserves it.  Captum's max-pooling rule does not in general: with a baseline other
-than zero (the default ``black`` image, normalised, is not zero) networks with max pooling
-(ResNet and DenseNet stems, torchxrayvision's DenseNet) sum to a different value; with the zero
-baseline they are exact.
+Captum 0.9's rule for ``nn.MaxPool2d`` loses deltas: it spreads each window's delta back with
+``F.max_unpool2d``, which keeps one value where overlapping windows (the 3x3 stride-2 stem pools
+of DenseNet and ResNet) share an argmax, and its zero-delta fallback uses the first row's gradient
+for every row (captum issue #1276).  During the call, ``corrected_maxpool2d`` replaces it (values
+added with ``scatter_add_``, each row's own gradient), so networks with max pooling keep
+completeness (attributions summing to f(x) - f(baseline)) for any baseline.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -34,6 +36,8 @@ from typing import Iterator
 
 from captum.attr import DeepLift
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR, nonlinear
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gazebench.methods.base import Method, forward_args
@@ -112,16 +116,51 @@ def deeplift_warnings(model: nn.Module, model_name: str) -> list[str]:
     return lines
 
 
+def scatter_unpool(values: torch.Tensor, indices: torch.Tensor, output_size: list[int]) -> torch.Tensor:
+    """``max_unpool2d`` that adds the values of windows sharing an argmax (``F.max_unpool2d`` keeps one)."""
+    flat = values.new_zeros(*values.shape[:2], math.prod(output_size[2:]))
+    flat.scatter_add_(2, indices.flatten(2), values.flatten(2))
+    return flat.view(output_size)
+
+
+def corrected_maxpool2d(module, inputs, outputs, grad_input, grad_output, eps=1e-10):
+    """DeepLift's max-pool rule (Captum's ``maxpool2d`` with its two defects fixed; module docstring).
+
+    Rows are [inputs; references] as Captum stacks them.  Each window's output delta goes to its
+    argmax (of the input and of the reference), the spread deltas are summed, and the multiplier
+    is that sum over the input delta, or the row's own gradient where the input delta is ~0.
+    """
+    with torch.no_grad():
+        x, reference = inputs.chunk(2)
+        out, out_reference = outputs.chunk(2)
+        cross = torch.max(out, out_reference)
+        delta_out = torch.cat([cross - out_reference, out - cross])
+        pool = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
+        _, indices = F.max_pool2d(module.input, *pool, return_indices=True)
+        spread = scatter_unpool(grad_output * delta_out, indices, list(inputs.shape))
+        from_x, from_reference = spread.chunk(2)
+        spread = torch.cat(2 * [from_x + from_reference])
+        delta_in = torch.cat(2 * [x - reference])
+    return torch.where(delta_in.abs() < eps, grad_input, spread / delta_in)
+
+
 @contextmanager
 def extra_rescale_rules(model: nn.Module) -> Iterator[None]:
-    """Register Captum's rescale rule for the model's elementwise activations Captum lacks; remove them after."""
+    """For the call: Captum's rescale rule for the model's elementwise activations Captum lacks, and
+    the corrected max-pool rule; Captum's table is restored after."""
     added = [kind for kind in leaf_types(model) if needs_rescale_rule(kind)]
+    previous_maxpool = SUPPORTED_NON_LINEAR.get(nn.MaxPool2d)
     SUPPORTED_NON_LINEAR.update({kind: nonlinear for kind in added})
+    SUPPORTED_NON_LINEAR[nn.MaxPool2d] = corrected_maxpool2d
     try:
         yield
     finally:
         for kind in added:
             SUPPORTED_NON_LINEAR.pop(kind, None)
+        if previous_maxpool is None:
+            SUPPORTED_NON_LINEAR.pop(nn.MaxPool2d, None)
+        else:
+            SUPPORTED_NON_LINEAR[nn.MaxPool2d] = previous_maxpool
 
 
 @METHODS.register("deeplift")

@@ -13,10 +13,9 @@ after the colon picks the architecture, and the family builds its ``ModelSpec`` 
     built without their auxiliary heads (``aux_logits=False``), so training sees plain logits.
     torchvision's ResNet blocks reuse one ``nn.ReLU`` two or three times per block, which
     Captum's DeepLift cannot handle; ``distinct_block_relus`` gives every use its own module
-    (same function, same parameters and state-dict keys).  DeepLift's attributions then sum to
-    f(x) - f(baseline) for the zero baseline; for others (``black``) Captum's rule for the
-    stem's ``MaxPool2d`` is not exact (measured on ResNet-18: 0.036 vs 0.079), which holds for
-    every network with max pooling, torchxrayvision's DenseNet included.
+    (same function, same parameters and state-dict keys), and puts a ``TensorSeparator`` before the
+    stem's max pool; with gazebench's corrected max-pool rule (methods/deeplift.py) DeepLift's
+    attributions then sum to f(x) - f(baseline).
 
 ``timm:<name>``
     ``timm.create_model(name, pretrained=False, num_classes=len(class_names))`` for any name
@@ -59,7 +58,7 @@ from torch import nn
 from gazebench.data.sample import Batch
 from gazebench.errors import UserError
 from gazebench.models import recipes
-from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
+from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter, TensorSeparator
 from gazebench.models.spec import ModelSpec
 from gazebench.registry import MODELS, choices_phrase
 
@@ -195,8 +194,9 @@ def distinct_block_relus(network: nn.Module) -> nn.Module:
     """Give every ReLU use in torchvision ResNet blocks its own ``nn.ReLU`` (in place, returns ``network``).
 
     torchvision's ``BasicBlock`` / ``Bottleneck`` call ``self.relu`` two / three times, and
-    Captum's DeepLift raises on a module used more than once.  The new modules have no
-    parameters, so outputs, parameters and state-dict keys are unchanged.
+    Captum's DeepLift raises on a module used more than once.  The stem's max pool gets a
+    ``TensorSeparator`` in front, so that the ReLU before it gets the pool's multipliers.  The new
+    modules have no parameters, so outputs, parameters and state-dict keys are unchanged.
     """
     from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -209,6 +209,8 @@ def distinct_block_relus(network: nn.Module) -> nn.Module:
             block.relu_mid = nn.ReLU(inplace=True)
             block.relu_out = nn.ReLU(inplace=True)
             block.forward = types.MethodType(_bottleneck_forward, block)
+    if isinstance(getattr(network, "maxpool", None), nn.MaxPool2d):  # the stem's relu feeds maxpool directly
+        network.maxpool = nn.Sequential(TensorSeparator(), network.maxpool)
     return network
 
 

@@ -338,3 +338,16 @@ def test_state_dict_sha256_identifies_weights(resnet18):
     with torch.no_grad():
         other.module.fc.bias.add_(1e-3)
     assert generic.state_dict_sha256(other.module) != first
+
+
+def test_gazebench_deeplift_on_a_resnet_is_complete_with_the_black_baseline(resnet18):
+    from gazebench.methods.deeplift import DeepLiftMethod
+    from gazebench.methods.gradient import make_baseline
+
+    inputs = resnet18.preprocess(torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(3)))
+    targets = torch.tensor([0, 2])
+    total = DeepLiftMethod().attribute(resnet18, inputs, targets, [0, 0]).detach().flatten(1).sum(dim=1)
+    baseline = make_baseline(resnet18, inputs, "black").expand_as(inputs)
+    with torch.no_grad():
+        difference = resnet18.module(inputs)[[0, 1], targets] - resnet18.module(baseline)[[0, 1], targets]
+    torch.testing.assert_close(total, difference, rtol=1e-3, atol=1e-4)
