@@ -108,13 +108,15 @@ def test_resnet_blocks_get_a_relu_per_use_so_deeplift_runs_and_sums_to_the_logit
     plain = __import__("torchvision").models.resnet18(weights=None, num_classes=3).eval()
     plain.load_state_dict(resnet18.module.state_dict())  # same state-dict keys
     x = resnet18.preprocess(grid_images())
-    # the zero baseline: with the black one, Captum's MaxPool rule (the stem's max pooling) is not exact
     baseline = torch.zeros_like(x)
     with torch.no_grad():
         assert torch.equal(resnet18.module(x), plain(x))
     with pytest.raises(RuntimeError, match="DeepLift"):  # torchvision's own blocks reuse one ReLU
         DeepLift(plain).attribute(x, baselines=baseline, target=0)
-    attributions = DeepLift(resnet18.module).attribute(x.clone().requires_grad_(), baselines=baseline, target=0)
+    from gazebench.methods.deeplift import extra_rescale_rules  # gazebench's corrected max-pool rule
+
+    with extra_rescale_rules(resnet18.module):
+        attributions = DeepLift(resnet18.module).attribute(x.clone().requires_grad_(), baselines=baseline, target=0)
     with torch.no_grad():
         delta = resnet18.module(x)[:, 0] - resnet18.module(baseline)[:, 0]
     torch.testing.assert_close(attributions.sum(dim=(1, 2, 3)), delta, rtol=1e-3, atol=1e-3)
