@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from gazebench.cli import main
+from gazebench.registry import MODELS
 
 
 def invoke(*args):
@@ -23,7 +24,7 @@ def test_list_shows_every_registered_name():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "nope"], "unknown model 'nope'; choose one of: unet_gaze"),
+        (["--model", "nope"], "unknown model 'nope'; choose one of: " + ", ".join(MODELS.names())),
         (["--model", "unet_gaze", "--methods", "saliency,nope"], "unknown method 'nope'; choose one of: conductance, deeplift, gradcam"),
         (["--model", "unet_gaze", "--metrics", "nope"], "unknown metric 'nope'; choose one of: cc, kl, nss, ssim"),
         (["--model", "unet_gaze", "--data", "nope"], "unknown dataset 'nope'; choose one of: egd, mimic, reflacx, synth"),
