@@ -10,11 +10,13 @@ a map never depends on batch size or batch neighbours.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from gazebench.errors import UserError
 from gazebench.models.base import ModelAdapter
 
 
@@ -56,7 +58,11 @@ class Method:
     ) -> torch.Tensor:
         """Maps [B, grid, grid] for grid images [B, 1, G, G], following the scoring protocol."""
         inputs = adapter.preprocess(images)
-        raw = self.attribute(adapter, inputs, targets, seeds, tuple(extra)).detach()
+        if not extra:  # image-only models: plugins written without the ``extra`` parameter work too
+            return to_grid(self.attribute(adapter, inputs, targets, seeds).detach(), self.postprocess, grid)
+        if "extra" not in inspect.signature(self.attribute).parameters:
+            raise UserError(f"method {self.name} cannot explain model {adapter.name}, which takes extra inputs; its attribute() has no `extra` parameter")
+        raw = self.attribute(adapter, inputs, targets, seeds, extra=tuple(extra)).detach()
         return to_grid(raw, self.postprocess, grid)
 
 
