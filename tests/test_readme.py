@@ -32,3 +32,18 @@ def test_plugin_example_registers_and_makes_maps():
     images = torch.rand(2, 1, 32, 32)
     maps = method_class()(adapter, images, torch.tensor([0, 2]), seeds=[1, 2], grid=24)
     assert maps.shape == (2, 24, 24) and bool((maps >= 0).all()) and float(maps.sum()) > 0
+
+
+def test_python_api_example_runs(tmp_path, monkeypatch, tiny_synth):
+    """The README's notebook example, on the tiny synthetic copy (the real one is 600 images)."""
+    import gazebench.api
+
+    code = re.search(r"```python\n# my_model_benchmark.py\n(.*?)```", README, re.S).group(1)
+    real_run = gazebench.api.run_benchmark
+    monkeypatch.setattr(gazebench.api, "run_benchmark", lambda adapter, **kw: real_run(adapter, **{**kw, "root": tiny_synth, "split": "all", "limit": 4}))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "my_model_benchmark.py", "exec"), namespace)
+    board = namespace["leaderboard"]
+    assert set(board.method) == {"saliency", "gradcam"} and set(board.metric) == {"nss", "cc"}
+    assert (tmp_path / "runs" / "tiny" / "leaderboard.csv").is_file()
