@@ -139,6 +139,18 @@ def choices_phrase(names: list[str], wanted: str, limit: int = 60, listing: str 
 
 
 METHODS = Registry("methods", ("gazebench.methods.gradient", "gazebench.methods.cam", "gazebench.methods.deeplift"))
-MODELS = Registry("models", ("gazebench.models.unet_gaze", "gazebench.models.densenet", "gazebench.models.mimic_guided", "gazebench.models.generic", "gazebench.models.xrv"))
+MODELS = Registry(
+    "models",
+    (
+        "gazebench.models.unet_gaze",
+        "gazebench.models.effnet_baseline",
+        "gazebench.models.temporal_gaze",
+        "gazebench.models.heatmap_generator",
+        "gazebench.models.densenet",
+        "gazebench.models.mimic_guided",
+        "gazebench.models.generic",
+        "gazebench.models.xrv",
+    ),
+)
 METRICS = Registry("metrics", ("gazebench.metrics.map_metrics",))
 DATASETS = Registry("datasets", ("gazebench.data.datasets",))

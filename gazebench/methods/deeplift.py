@@ -16,7 +16,9 @@ layers, eval-mode batch norm, average pooling, ...), but not for other nonlinear
 Captum needs each nonlinear module (e.g. each ``nn.ReLU``) to be used once per forward pass: it
 stores the module's input and output in hooks, and a reused module raises a RuntimeError in the
 backward pass. Models that reuse one ``nn.ReLU`` object or call ``F.relu`` must be patched to
-use a distinct module per use.
+use a distinct module per use.  Nonlinear modules reached only through a model's extra inputs
+(the temporal model's frame branch, which needs no gradient) make Captum's hooks fail: such
+branches must use functional calls.
 
 Captum 0.9's rule for ``nn.MaxPool2d`` loses deltas: it spreads each window's delta back with
 ``F.max_unpool2d``, which keeps one value where overlapping windows (the 3x3 stride-2 stem pools
