@@ -84,14 +84,7 @@ def batch_loss(adapter: ModelAdapter, batch: Batch) -> torch.Tensor:
     return class_loss(adapter.module(adapter.preprocess(batch.images)), batch.labels)
 
 
-def load_recipe(name: str = "embedded") -> dict:
-    """One recipe from ``baselines/effnet_baseline.yaml``, with its ``name`` added."""
-    return recipes.load_recipe(NAME, name)
-
-
-def default_recipe(dataset: str) -> dict:
-    """``embedded`` for the synthetic dataset (CPU-sized), ``paper`` for the real ones."""
-    return load_recipe(recipes.default_recipe_name(dataset))
+load_recipe, default_recipe = recipes.recipe_functions(NAME)  # baselines/<NAME>.yaml: embedded on synth, paper on real data
 
 
 SPEC = MODELS.register(NAME)(

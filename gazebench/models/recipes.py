@@ -35,3 +35,16 @@ def load_recipe(model: str, name: str) -> dict:
 def default_recipe_name(dataset: str) -> str:
     """``embedded`` (CPU-sized) for the synthetic dataset, ``paper`` for the real ones."""
     return "embedded" if dataset == "synth" else "paper"
+
+
+def recipe_functions(model: str):
+    """``(load_recipe, default_recipe)`` of a model whose recipes are ``paper`` and ``embedded``:
+    ``load_recipe(name="embedded")`` and ``default_recipe(dataset)`` (its ``ModelSpec.default_recipe``)."""
+
+    def load(name: str = "embedded") -> dict:
+        return load_recipe(model, name)
+
+    def default(dataset: str) -> dict:
+        return load(default_recipe_name(dataset))
+
+    return load, default
