@@ -12,6 +12,7 @@ from scipy.stats import wilcoxon
 from gazebench.data.datasets import open_dataset
 from gazebench.data.sample import collate
 from gazebench.methods.base import image_seed
+from gazebench.metrics.base import GazeTargets
 from gazebench.models.jobs import adapter_for_run
 from gazebench.registry import METHODS, METRICS
 
@@ -41,8 +42,8 @@ def test_gradcam_maps_agree_with_their_own_gaze_more_than_with_other_images(trai
     batch = collate(samples)
     maps = METHODS.get("gradcam")()(adapter, batch.images, batch.labels.argmax(dim=1), [image_seed(0, i) for i in batch.image_ids], 224)
     nss = METRICS.get("nss")()
-    own = nss.compute(maps, batch.gaze, batch.fixation_maps)
-    others = torch.stack([nss.compute(maps, batch.gaze.roll(k, 0), batch.fixation_maps.roll(k, 0)) for k in range(1, len(batch))]).nanmean(dim=0)
+    own = nss.compute(maps, GazeTargets(batch.gaze, batch.fixation_maps))
+    others = torch.stack([nss.compute(maps, GazeTargets(batch.gaze.roll(k, 0), batch.fixation_maps.roll(k, 0))) for k in range(1, len(batch))]).nanmean(dim=0)
     defined = ~(own.isnan() | others.isnan())
     assert defined.sum() >= 0.8 * len(samples)
     difference = (own - others)[defined]

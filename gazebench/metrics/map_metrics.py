@@ -76,14 +76,14 @@ class NSS(Metric):
     """
 
     name = "nss"
-    needs = "fixations"
+    needs = ("fixations",)
     higher_is_better = True
     value_range = (-math.inf, math.inf)
 
-    def compute(self, maps, density, fixation_maps):
-        _check_shapes(maps, fixation_maps)
+    def compute(self, maps, targets):
+        _check_shapes(maps, targets.fixations)
         dtype = _working_dtype(maps.device)
-        saliency, counts = _flat(maps, dtype), _flat(fixation_maps, dtype)
+        saliency, counts = _flat(maps, dtype), _flat(targets.fixations, dtype)
         centred = _centred(saliency)
         std = torch.sqrt(_row_dot(centred, centred) / saliency.shape[1])
         n_fixations = counts.sum(dim=1)
@@ -102,11 +102,12 @@ class CC(Metric):
     """
 
     name = "cc"
-    needs = "density"
+    needs = ("density",)
     higher_is_better = True
     value_range = (-1.0, 1.0)
 
-    def compute(self, maps, density, fixation_maps):
+    def compute(self, maps, targets):
+        density = targets.density
         _check_shapes(maps, density)
         dtype = _working_dtype(maps.device)
         saliency, gaze = _flat(maps, dtype), _flat(density, dtype)
@@ -127,12 +128,13 @@ class KL(Metric):
     """
 
     name = "kl"
-    needs = "density"
+    needs = ("density",)
     higher_is_better = False
     value_range = (0.0, math.inf)
     default_settings = {"eps": EPS}
 
-    def compute(self, maps, density, fixation_maps):
+    def compute(self, maps, targets):
+        density = targets.density
         _check_shapes(maps, density)
         dtype = _working_dtype(maps.device)
         eps = self.settings["eps"]
@@ -170,7 +172,7 @@ class SSIM(Metric):
     """
 
     name = "ssim"
-    needs = "density"
+    needs = ("density",)
     higher_is_better = True
     value_range = (-1.0, 1.0)
     default_settings = {"window": "gaussian", "sigma": 1.5, "data_range": 1.0, "minmax": True}
@@ -180,7 +182,8 @@ class SSIM(Metric):
         if self.settings["window"] not in ("gaussian", "uniform"):
             raise ValueError(f"ssim: window must be 'gaussian' or 'uniform', got {self.settings['window']!r}")
 
-    def compute(self, maps, density, fixation_maps):
+    def compute(self, maps, targets):
+        density = targets.density
         _check_shapes(maps, density)
         dtype = _working_dtype(maps.device)
         moments = _moment_stack(maps.to(dtype), density.to(dtype), self.settings["minmax"])

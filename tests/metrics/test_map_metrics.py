@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from gazebench.metrics.base import GazeTargets
 from gazebench.metrics.map_metrics import CC, KL, NSS, SSIM, gaussian_window
 from gazebench.registry import METRICS
 from tests.metrics.reference import cc_reference, kl_reference, nss_reference, ssim_reference
@@ -35,7 +36,7 @@ def compute(metric, maps, density=None, fixations=None):
     maps = torch.as_tensor(np.asarray(maps, dtype=np.float32))
     density = maps if density is None else torch.as_tensor(np.asarray(density, dtype=np.float32))
     fixations = torch.zeros_like(maps) if fixations is None else torch.as_tensor(np.asarray(fixations, dtype=np.float32))
-    return metric.compute(maps, density, fixations).numpy()
+    return metric.compute(maps, GazeTargets(density=density, fixations=fixations)).numpy()
 
 
 def as_float32(array):
@@ -185,7 +186,7 @@ def test_constant_float64_map_is_nan_although_its_rounded_std_is_not_zero(name):
     maps, density, fixations = (torch.as_tensor(a) for a in random_inputs((1, 16, 16)))
     maps = torch.full_like(maps, 0.3)
     assert maps.std(correction=0) > 0
-    assert torch.isnan(METRICS.get(name)().compute(maps, density, fixations)).all()
+    assert torch.isnan(METRICS.get(name)().compute(maps, GazeTargets(density, fixations))).all()
 
 
 @pytest.mark.parametrize("name", ["cc", "kl", "ssim"])
@@ -222,12 +223,12 @@ def test_batch_equals_one_map_at_a_time(name):
 def test_output_dtype_follows_maps(dtype):
     maps, density, fixations = (torch.as_tensor(a, dtype=dtype) for a in random_inputs((2, 16, 16)))
     for name in METRICS.names():
-        values = METRICS.get(name)().compute(maps, density, fixations)
+        values = METRICS.get(name)().compute(maps, GazeTargets(density, fixations))
         assert values.dtype == dtype and values.shape == (2,)
 
 
 def test_declared_metadata():
-    expected = {"nss": ("fixations", True), "cc": ("density", True), "kl": ("density", False), "ssim": ("density", True)}
+    expected = {"nss": (("fixations",), True), "cc": (("density",), True), "kl": (("density",), False), "ssim": (("density",), True)}
     for name, (needs, higher_is_better) in expected.items():
         metric = METRICS.get(name)
         assert (metric.name, metric.needs, metric.higher_is_better) == (name, needs, higher_is_better)
@@ -243,14 +244,14 @@ def test_bad_settings_and_shapes_raise():
     with pytest.raises(ValueError, match="smaller than"):
         compute(SSIM(), *random_inputs((1, 8, 8))[:2])
     with pytest.raises(ValueError, match="one shape"):
-        CC().compute(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5), torch.zeros(1, 4, 4))
+        CC().compute(torch.zeros(1, 4, 4), GazeTargets(torch.zeros(1, 4, 5), torch.zeros(1, 4, 4)))
 
 
 @pytest.mark.parametrize("name", ["nss", "cc", "kl", "ssim"])
 def test_inputs_are_not_modified(name):
     inputs = [torch.as_tensor(a) for a in random_inputs((2, 16, 16))]  # float64: no copy on entry
     copies = [tensor.clone() for tensor in inputs]
-    METRICS.get(name)().compute(*inputs)
+    METRICS.get(name)().compute(inputs[0], GazeTargets(*inputs[1:]))
     for tensor, copy in zip(inputs, copies):
         assert torch.equal(tensor, copy)
 
@@ -261,6 +262,6 @@ def test_cuda_matches_cpu(name):
     maps, density, fixations = degenerate_batch()
     inputs = [torch.as_tensor(a, dtype=torch.float32) for a in (maps, density, fixations)]
     metric = METRICS.get(name)()
-    on_gpu = metric.compute(*(tensor.cuda() for tensor in inputs))
+    on_gpu = metric.compute(inputs[0].cuda(), GazeTargets(inputs[1].cuda(), inputs[2].cuda()))
     assert on_gpu.device.type == "cuda"
-    torch.testing.assert_close(on_gpu.cpu(), metric.compute(*inputs), rtol=1e-5, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(on_gpu.cpu(), metric.compute(inputs[0], GazeTargets(*inputs[1:])), rtol=1e-5, atol=1e-6, equal_nan=True)
