@@ -3,14 +3,16 @@
     python -m pytest benchmark --benchmark-only --benchmark-columns=mean,stddev,rounds
 
 Each attribution method on a batch of 8 images through unet_gaze at the embedded recipe's
-input size (random weights), and the four metrics on 256 maps of 224 x 224.
+input size (random weights), and each registered metric on 256 maps of 224 x 224 in one batch
+(benchmark/test_scoring.py times the chunked ``score_maps`` against the references).
 """
 
 import pytest
 import torch
 
-from gazebench.data.sample import Batch
 from gazebench.methods.base import image_seed
+from gazebench.metrics.base import GazeTargets
+from gazebench.metrics.centre_bias import gaussian_centre_bias
 from gazebench.models.unet_gaze import build_adapter, load_recipe
 from gazebench.registry import METHODS, METRICS
 
@@ -40,6 +42,12 @@ def test_metric_on_256_maps(benchmark, name):
     density = torch.rand(256, GRID, GRID, generator=generator)
     density = density / density.sum(dim=(1, 2), keepdim=True)
     fixations = (torch.rand(256, GRID, GRID, generator=generator) > 0.999).float()
-    batch = Batch([], [], torch.zeros(0), torch.zeros(0), density, fixations, [])
-    values = benchmark.pedantic(METRICS.get(name)(), args=(maps, batch), rounds=3, iterations=1)
+    targets = GazeTargets(
+        density=density,
+        fixations=fixations,
+        centre_bias=gaussian_centre_bias(GRID, GRID),
+        negatives=fixations.sum(dim=0, keepdim=True) - fixations,
+        mask=torch.rand(256, GRID, GRID, generator=generator) > 0.8,
+    )
+    values = benchmark.pedantic(METRICS.get(name)(), args=(maps, targets), rounds=3, iterations=1)
     assert values.shape == (256,)

@@ -56,7 +56,7 @@ from gazebench.models.generic import find_cam_layer, named_cam_layer, state_dict
 from gazebench.models.label_map import map_adapter
 
 ACTIVATIONS = ("sigmoid", "softmax")
-FIXED_FIELDS = {"model", "methods", "metrics", "out", "data", "root", "split", "checkpoint", "label_map"}  # set by run_benchmark itself
+FIXED_FIELDS = {"model", "methods", "metrics", "out", "data", "root", "split", "checkpoint", "label_map", "all_metrics"}  # set by run_benchmark itself
 
 
 def wrap_model(
@@ -160,6 +160,7 @@ def run_benchmark(
         model=adapter.name,
         methods=METHODS.resolve_list(as_spec(methods)),
         metrics=METRICS.resolve_list(as_spec(metrics)),
+        all_metrics=as_spec(metrics).strip() == "all",
         out=Path(out) if out is not None else Path("runs") / f"{adapter.name}-{data}-{split}-seed{seed}",
         data=data,
         root=Path(root) if root is not None else None,

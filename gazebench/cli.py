@@ -93,6 +93,7 @@ def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods,
         model=model,
         methods=METHODS.resolve_list(methods),
         metrics=METRICS.resolve_list(metrics),
+        all_metrics=metrics.strip() == "all",
         out=out or Path("runs") / f"{safe_name(model)}-{data}-{split}-seed{seed}",
         data=data,
         root=root,
@@ -207,6 +208,77 @@ def list_registered(kind) -> None:
     """Show the registered methods, models, metrics and datasets."""
     for name in [kind] if kind else sorted(REGISTRIES):
         click.echo(f"{name}: {', '.join(REGISTRIES[name].names())}")
+
+
+@main.command()
+@click.option("--saliency", type=click.Path(path_type=Path), required=True, help="Saliency maps, a .npy array [N, H, W].")
+@click.option("--gaze", type=click.Path(path_type=Path), required=True, help="Gaze densities, a .npy array [N, H, W] (non-negative).")
+@click.option("--fixations", type=click.Path(path_type=Path), help="Fixations, a binary (or count) .npy array [N, H, W]: enables nss, the AUCs, info_gain.")
+@click.option("--masks", type=click.Path(path_type=Path), help="Localisation masks, a 0/1 .npy array [N, H, W]: enables iou and hit_rate.")
+@click.option("--centre-bias", type=click.Path(path_type=Path), help="Centre-bias map, a .npy array [H, W] (default: a centred Gaussian, sigma = a quarter of the side).")
+@click.option("--metrics", default="all", show_default=True, help="'all' (every metric the inputs allow) or a comma list.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV to write: one row per map, one column per metric.")
+def score(saliency, gaze, fixations, masks, centre_bias, metrics, device, out) -> None:
+    """Score saliency maps made by any tool against gaze, with gazebench's metrics."""
+    from gazebench.engine import resolve_device
+    from gazebench.score_arrays import ScoreInputs, score_files, summary_markdown
+
+    table = score_files(ScoreInputs(saliency, gaze, fixations, masks, centre_bias), metrics, out, resolve_device(device))
+    click.echo(summary_markdown(table))
+    click.echo(f"wrote {len(table)} rows to {out}")
+
+
+@main.command(name="leaderboard")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "output_format", type=click.Choice(["md", "csv", "tex"]), default="md", show_default=True)
+@click.option("--seed", type=int, help="Bootstrap seed (default: the first run's).")
+def leaderboard_command(run_dirs, output_format, seed) -> None:
+    """One leaderboard over several runs (e.g. several models on the same images), with paired comparisons."""
+    import yaml
+
+    from gazebench.engine import rank
+    from gazebench.leaderboard import combine_runs, format_latex, format_markdown
+
+    rows = combine_runs(list(run_dirs))
+    first_config = Path(run_dirs[0]) / "config.yaml"
+    if seed is None:
+        config = yaml.safe_load(first_config.read_text()) if first_config.is_file() else None
+        seed = (config or {}).get("bootstrap", {}).get("seed", 0)
+    board, _ = rank(rows, seed)
+    formats = {"md": format_markdown, "csv": lambda b: b.to_csv(index=False), "tex": format_latex}
+    click.echo(formats[output_format](board))
+
+
+@main.command()
+@click.option("--model", required=True, help="Registered model name (see `gazebench list models`).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint from `gazebench train` (default: the cached model for the embedded data).")
+@data_options
+@click.option("--methods", default="all", show_default=True, help="'all' or a comma list of methods.")
+@click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default="test", show_default=True, help="Which images to explain.")
+@click.option("--limit", type=click.IntRange(min=1), default=16, show_default=True, help="Use the first N images of the split.")
+@click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True, help="At most this many randomisation steps (layers grouped contiguously).")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="A method fails when its mean Spearman similarity at full randomisation is above this.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: runs/sanity-<model>-<data>-<split>-seed<seed>).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def sanity(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, split, limit, steps, threshold, device, batch_size, out, seed) -> None:
+    """Randomise the model's layers from the output down; do the maps change? (Adebayo et al. 2018)"""
+    from gazebench.engine import RunRequest, open_run_dataset
+    from gazebench.models.jobs import adapter_for_run
+    from gazebench.sanity import format_markdown, run_sanity_check
+
+    DATASETS.get(data)
+    MODELS.get(model)
+    out = out or Path("runs") / f"sanity-{safe_name(model)}-{data}-{split}-seed{seed}"
+    request = RunRequest(model=model, methods=METHODS.resolve_list(methods), metrics=[], out=out, data=data, root=root, images_root=images_root, split=split, gaze_sigma=gaze_sigma, labels=labels)
+    dataset = open_run_dataset(request)
+    adapter, checkpoint, sha256 = adapter_for_run(model, checkpoint, data, root, images_root)
+    record = {"model": {"name": model, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256}}
+    result = run_sanity_check(adapter, dataset, request.methods, limit, batch_size, device, seed, steps, threshold, out, config=record)
+    click.echo(format_markdown(result))
+    click.echo(f"sanity check written to {out} (sanity.csv, sanity.md, sanity.png, config.yaml)")
 
 
 if __name__ == "__main__":

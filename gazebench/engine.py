@@ -7,7 +7,6 @@ method) shards that a previous run with the same directory already finished.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,22 +18,30 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import gazebench
+from gazebench.atomic import write_atomic
 from gazebench.data.data_use import write_data_use_notice
 from gazebench.data.datasets import open_dataset
 from gazebench.data.sample import Batch, collate
 from gazebench.data.splits import write_splits
 from gazebench.errors import UserError
-from gazebench.leaderboard import build_leaderboard, format_markdown
+from gazebench.leaderboard import build_leaderboard, format_latex, format_markdown
 from gazebench.methods.base import Method, image_seed
-from gazebench.metrics.base import Metric
+from gazebench.metrics.base import Metric, missing_needs
+from gazebench.metrics.regions import GAZE_METHOD, analyse_regions
+from gazebench.metrics.regions import KEY_COLUMNS as REGION_KEYS
+from gazebench.metrics.regions import format_markdown as format_region_markdown
+from gazebench.metrics.statistics import ALPHA, breakdown, comparisons, format_breakdown_markdown
 from gazebench.models.base import ModelAdapter
 from gazebench.models.label_map import label_map_record, map_adapter
-from gazebench.protocol import DEFAULT_GRID, protocol_description, protocol_id
+from gazebench.priors import GazePriors, compute_priors
+from gazebench.protocol import DEFAULT_GRID, protocol_description
+from gazebench.references import REFERENCE_METHODS, reference_maps
 from gazebench.registry import METHODS, METRICS
-from gazebench.atomic import write_atomic
-from gazebench.store import ROW_SCHEMA, RunStore
+from gazebench.rows import ExplanationPairs, GazeGroup, gaze_groups, region_share_rows, score_rows
+from gazebench.store import RunStore
 
 BOOTSTRAP = {"replicates": 1000, "interval": "percentile", "level": 0.95, "unit": "patient"}
+COMPARISONS = {"pairing": "same image, target and reader", "test": "paired patient bootstrap of the difference of means", "p_value": "t", "correction": "holm", "alpha": ALPHA}
 
 
 @dataclass
@@ -59,6 +66,7 @@ class RunRequest:
     gaze_sigma: float | None = None  # None: the dataset's published sigma
     labels: str | None = None  # the reader's label set (None: its default)
     label_map: Path | None = None  # YAML mapping dataset classes to model outputs (None: the default map)
+    all_metrics: bool = False  # the user asked for "all": metrics the data cannot feed are left out, not refused
 
 
 @dataclass
@@ -72,6 +80,9 @@ class PreparedRun:
     device: torch.device
     skips: Counter = field(default_factory=Counter)
     class_index: list[int] = field(default_factory=list)  # model output -> dataset class index (-1: none)
+    left_out_metrics: dict[str, str] = field(default_factory=dict)  # metric -> why the data cannot feed it
+    available: set[str] = field(default_factory=set)  # GazeTargets fields the data provide
+    priors: GazePriors | None = None  # centre bias and the evaluated set's fixations (execute_run)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,7 +95,7 @@ def resolve_device(name: str) -> torch.device:
 
 def open_run_dataset(request: RunRequest):
     """The split to score; an empty one is an error rather than an empty leaderboard."""
-    dataset = open_dataset(request.data, request.root, request.split, request.grid, request.images_root, gaze_sigma=request.gaze_sigma, labels=request.labels)
+    dataset = open_dataset_split(request, request.split)
     if len(dataset) == 0:
         raise UserError(f"split {request.split!r} of {request.data} has no image with gaze to score; try --split all")
     return dataset
@@ -99,11 +110,39 @@ def prepare_run(request: RunRequest, dataset, adapter: ModelAdapter, checkpoint_
     """
     adapter = map_adapter(adapter, dataset.class_names, request.label_map, request.target)
     methods = {name: METHODS.get(name)() for name in request.methods}
-    metrics = {name: METRICS.get(name)() for name in request.metrics}
+    available = available_targets(dataset)
+    metrics, left_out = usable_metrics(request, available)
     device = resolve_device(request.device)
-    run = PreparedRun(request, adapter.to(device).eval(), checkpoint_sha256, dataset, methods, metrics, device)
+    run = PreparedRun(request, adapter.to(device).eval(), checkpoint_sha256, dataset, methods, metrics, device, left_out_metrics=left_out, available=available)
     run.class_index = [dataset.class_names.index(name) if name in dataset.class_names else -1 for name in adapter.class_names]
     return run
+
+
+def available_targets(dataset) -> set[str]:
+    """What the data can feed metrics (GazeTargets fields): masks only when the data have them."""
+    available = {"density", "fixations", "centre_bias", "negatives"}
+    first = dataset[0]
+    if first.evidence is not None or first.lesions:
+        available.add("mask")
+    return available
+
+
+def usable_metrics(request: RunRequest, available: set[str]) -> tuple[dict[str, Metric], dict[str, str]]:
+    """The metrics to compute, and those left out of ``all`` because the data cannot feed them.
+
+    A metric asked for by name that the data cannot feed is an error naming what is missing.
+    """
+    metrics, left_out = {}, {}
+    for name in request.metrics:
+        metric = METRICS.get(name)()
+        missing = missing_needs(metric, available)
+        if not missing:
+            metrics[name] = metric
+        elif request.all_metrics:
+            left_out[name] = f"needs {', '.join(missing)}, which {request.data} does not provide"
+        else:
+            raise UserError(f"metric {name} needs {', '.join(missing)}, which {request.data} does not provide; choose other --metrics")
+    return metrics, left_out
 
 
 def run_config(run: PreparedRun) -> dict:
@@ -129,12 +168,24 @@ def run_config(run: PreparedRun) -> dict:
         },
         "methods": {name: method.params for name, method in run.methods.items()},
         "metrics": {name: metric.settings for name, metric in run.metrics.items()},
+        "references": reference_config(run),
         "target": request.target,
         "seed": request.seed,
         "batch_size": request.batch_size,
         "bootstrap": {**BOOTSTRAP, "seed": request.seed},
+        "comparisons": COMPARISONS,
         "device": str(run.device),
         "out": str(request.out),
+    }
+
+
+def reference_config(run: PreparedRun) -> dict:
+    """How the reference maps and the gaze priors were made (config.yaml's ``references``)."""
+    return {
+        "maps": dict(REFERENCE_METHODS),
+        "centre_bias": run.priors.centre_bias_source if run.priors else None,
+        "shuffled_auc_negatives": "fixations of the other images of the evaluated set",
+        "localisation_masks": "lesion mask of the target class, else the evidence mask when the target is a true label; empty -> NaN" if "mask" in run.available else None,
     }
 
 
@@ -142,61 +193,103 @@ def execute_run(run: PreparedRun) -> pd.DataFrame:
     """Fill the run directory and return the leaderboard."""
     request = run.request
     store = RunStore(request.out)
+    indices = np.arange(len(run.dataset))[: request.limit]
+    run.priors = GazePriors.load(request.out) if (request.out / "config.yaml").is_file() else None
+    if run.priors is None:
+        run.priors = compute_priors(lambda: open_dataset_split(request, "train"), run.dataset, indices, request.grid)
     store.open(run_config(run))
+    run.priors.save(request.out)
     write_splits(run.dataset.table, request.out / "splits.csv")
     if run.dataset.manifest.credentialed:
         write_data_use_notice(request.out, run.dataset.manifest)
-    for reason, count in run.dataset.skips.items():
-        if count:
-            store.log(f"skipped: {count} {reason}")
-    cache = getattr(run.dataset, "cache", None)
-    if cache is not None:
-        store.log(f"items read from the prepared cache {cache.folder} when present")
-    indices = np.arange(len(run.dataset))[: request.limit]
+    log_inputs(run, store)
     batches = [indices[start : start + request.batch_size] for start in range(0, len(indices), request.batch_size)]
     counts: Counter[tuple[str, str]] = Counter()
     no_target = 0
     warned: set[str] = set()
+    names = [*run.methods, *REFERENCE_METHODS]
     progress = tqdm(total=len(batches) * len(run.methods), desc="attributions + scores", unit="batch")
     for batch_index, batch_indices in enumerate(batches):
-        todo = [name for name in run.methods if not store.has(batch_index, name)]
-        progress.update(len(run.methods) - len(todo))
+        todo = [name for name in names if not store.has(batch_index, name)]
+        progress.update(len(run.methods) - len([name for name in todo if name in run.methods]))
         if not todo:
             continue
         samples = [run.dataset[int(i)] for i in batch_indices]
         batch = collate(samples).to(run.device)
         pairs = explanation_pairs(run.adapter, batch, request.target, run.dataset.multi_label)
         no_target += len(batch) - len(set(pairs.rows))
-        seeds = [image_seed(request.seed, image_id) for image_id in pairs.batch.image_ids]
+        groups = gaze_groups(run, pairs, samples) if pairs.rows else []
+        with_regions = bool(groups) and bool(pairs.batch.regions)
+        if with_regions and not store.region_shard_path(batch_index, GAZE_METHOD).is_file():
+            store.write_region_shard(batch_index, GAZE_METHOD, region_share_rows(run, pairs, groups[0], GAZE_METHOD, groups[0].batch.gaze))
         for name in todo:
-            method = run.methods[name]
-            extra = run.adapter.inputs_from(pairs.batch)
-            maps = method(run.adapter, pairs.batch.images, pairs.targets, seeds, request.grid, extra) if len(pairs.rows) else None
-            for message in method.warnings:
-                if message not in warned:
-                    warned.add(message)
-                    store.log(f"warning: {name}: {message}")
-            rows = score_rows(run, pairs, name, maps, samples)
-            for metric_name, group in rows[rows.value.isna()].groupby("metric"):
-                counts[(name, metric_name)] += len(group)
+            if name in run.methods:
+                maps = compute_maps(run, name, pairs, groups, store, warned)
+                params = run.methods[name].params
+                if with_regions:
+                    store.write_region_shard(batch_index, name, region_share_rows(run, pairs, groups[0], name, maps[0]))
+            else:
+                maps = reference_maps(name, run.priors, pairs, groups, samples)
+                params = {"reference": REFERENCE_METHODS[name]}
+            rows = score_rows(run, pairs, groups, name, params, maps)
+            if name != "uniform":  # a constant map by construction: its NaNs are not degenerate inputs
+                for metric_name, group in rows[rows.value.isna()].groupby("metric"):
+                    counts[(name, metric_name)] += len(group)
             store.write_shard(batch_index, name, rows)
-            progress.update(1)
+            progress.update(name in run.methods)
     progress.close()
     if no_target:
         store.log(f"skipped: {no_target} image(s) with no positive label to explain (no row)")
     for (method, metric), count in sorted(counts.items()):
         store.log(f"warning: {count} NaN value(s) for {method}/{metric} (degenerate map or gaze); excluded from the leaderboard")
+    write_region_analysis(store)
     return write_leaderboard(store, request.seed)
 
 
-@dataclass
-class ExplanationPairs:
-    """The (image, target class) pairs of one batch that maps are computed for."""
+def write_region_analysis(store: RunStore) -> None:
+    """regions.csv (per map: shares, z-scores, most salient region), regions_by_class.csv,
+    regions_agreement.csv and regions.md -- when the data have anatomical regions."""
+    shares = store.read_region_shares()
+    if shares.empty:
+        return
+    names = [column for column in shares.columns if column not in REGION_KEYS]
+    analysis = analyse_regions(shares, names)
+    write_atomic(store.out / "regions.csv", analysis.per_map.to_csv(index=False))
+    write_atomic(store.out / "regions_by_class.csv", analysis.class_distribution.to_csv(index=False))
+    write_atomic(store.out / "regions_agreement.csv", analysis.agreement.to_csv(index=False))
+    write_atomic(store.out / "regions.md", format_region_markdown(analysis))
 
-    rows: list[int]  # batch row of each pair (an image repeats once per target)
-    targets: torch.Tensor  # [P] class index each map explains
-    probabilities: torch.Tensor  # [B, C] model probabilities of the batch's images
-    batch: Batch  # the batch's rows repeated in pair order
+
+def open_dataset_split(request: RunRequest, split: str):
+    return open_dataset(request.data, request.root, split, request.grid, request.images_root, gaze_sigma=request.gaze_sigma, labels=request.labels)
+
+
+def log_inputs(run: PreparedRun, store: RunStore) -> None:
+    """run.log: what the data left out, where items come from, and which metrics could not run."""
+    for reason, count in run.dataset.skips.items():
+        if count:
+            store.log(f"skipped: {count} {reason}")
+    cache = getattr(run.dataset, "cache", None)
+    if cache is not None:
+        store.log(f"items read from the prepared cache {cache.folder} when present")
+    for name, reason in run.left_out_metrics.items():
+        store.log(f"metric {name} left out: it {reason}")
+    store.log(f"centre bias: {run.priors.centre_bias_source}")
+
+
+def compute_maps(run: PreparedRun, name: str, pairs: ExplanationPairs, groups: list[GazeGroup], store: RunStore, warned: set[str]) -> list[torch.Tensor]:
+    """One method's maps for every group (the per-reader group reuses the pairs' maps)."""
+    if not pairs.rows:
+        return []
+    method = run.methods[name]
+    seeds = [image_seed(run.request.seed, image_id) for image_id in pairs.batch.image_ids]
+    extra = run.adapter.inputs_from(pairs.batch)
+    maps = method(run.adapter, pairs.batch.images, pairs.targets, seeds, run.request.grid, extra)
+    for message in method.warnings:
+        if message not in warned:
+            warned.add(message)
+            store.log(f"warning: {name}: {message}")
+    return [maps[torch.as_tensor(group.positions, device=maps.device)] for group in groups]
 
 
 @torch.no_grad()
@@ -222,80 +315,22 @@ def explanation_pairs(adapter: ModelAdapter, batch: Batch, target: str, multi_la
     return ExplanationPairs(rows.tolist(), targets, probabilities, batch.select(rows.tolist()))
 
 
-def score_rows(run: PreparedRun, pairs: ExplanationPairs, method_name: str, maps: torch.Tensor | None, samples: list) -> pd.DataFrame:
-    """One row per (image, target, reader, metric) in the run-directory row schema of DESIGN.md.
-
-    Every pair is scored against the merged gaze (``reader`` ``all``); an image that several
-    radiologists read is also scored against each reader's own gaze.
-    """
-    if not pairs.rows:
-        return pd.DataFrame(columns=list(ROW_SCHEMA))
-    frames = [_metric_rows(run, pairs, method_name, maps, pairs.batch)]
-    extra = [(p, reader, gaze) for p, row in enumerate(pairs.rows) if len(samples[row].readers) > 1 for reader, gaze in samples[row].readers.items()]
-    if extra:
-        positions = [p for p, _, _ in extra]
-        device = pairs.batch.gaze.device
-        by_reader = pairs.batch.select(positions).with_gaze(
-            torch.stack([g.gaze for _, _, g in extra]).to(device),
-            [g.fixations.to(device) for _, _, g in extra],
-            [reader for _, reader, _ in extra],
-        )
-        subset = ExplanationPairs([pairs.rows[p] for p in positions], pairs.targets[positions], pairs.probabilities, by_reader)
-        frames.append(_metric_rows(run, subset, method_name, maps[positions], by_reader))
-    return pd.concat(frames, ignore_index=True)[list(ROW_SCHEMA)]
-
-
-def _metric_rows(run: PreparedRun, pairs: ExplanationPairs, method_name: str, maps: torch.Tensor, batch: Batch) -> pd.DataFrame:
-    classes = run.adapter.class_names
-    rows = torch.tensor(pairs.rows, device=pairs.probabilities.device)
-    probabilities = pairs.probabilities[rows]
-    targets = pairs.targets.to(rows.device)
-    label = true_label(batch.labels.cpu(), [run.class_index[t] for t in targets.tolist()])
-    predicted = probabilities.argmax(dim=1)
-    target_prob = probabilities.gather(1, targets[:, None])[:, 0]
-    if run.dataset.multi_label:
-        correct = (target_prob >= 0.5).cpu().numpy() == label
-    elif -1 in run.class_index:  # the model's own classes (--target pred): right when its top class is a true label
-        correct = true_label(batch.labels.cpu(), [run.class_index[p] for p in predicted.tolist()])
-    else:
-        correct = (predicted.cpu() == torch.nan_to_num(batch.labels.cpu(), nan=0.0).argmax(dim=1)).numpy()
-    base = pd.DataFrame(
-        {
-            "dataset": run.request.data,
-            "split": run.request.split,
-            "image_id": batch.image_ids,
-            "patient_id": batch.patient_ids,
-            "reader": batch.readers,
-            "target": [classes[t] for t in targets.tolist()],
-            "label": label.astype(np.int8),
-            "pred": [classes[p] for p in predicted.tolist()],
-            "prob": target_prob.cpu().numpy().astype(np.float64),
-            "correct": correct,
-            "model": run.request.model,
-            "checkpoint": run.checkpoint_sha256[:12],
-            "method": method_name,
-            "method_params": json.dumps(run.methods[method_name].params, sort_keys=True),
-            "protocol": protocol_id(run.request.grid, run.dataset.convention),
-        }
-    )
-    frames = []
-    for metric_name, metric in run.metrics.items():
-        values = metric(maps, batch).detach().double().cpu().numpy()
-        frames.append(base.assign(metric=metric_name, value=values))
-    return pd.concat(frames, ignore_index=True)
-
-
-def true_label(labels: torch.Tensor, classes: list[int]) -> np.ndarray:
-    """Whether each row's class (a dataset class index, -1 for a class the data lack) is a true label."""
-    index = torch.tensor(classes, dtype=torch.long)
-    known = index >= 0
-    values = labels.gather(1, index.clamp_min(0)[:, None])[:, 0]
-    return ((values == 1) & known).numpy()
+def rank(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The leaderboard of score rows and its paired comparisons (run settings: BOOTSTRAP, COMPARISONS)."""
+    n_boot, ci = BOOTSTRAP["replicates"], BOOTSTRAP["level"]
+    table = comparisons(rows, n_boot, seed, ci, model_independent=REFERENCE_METHODS, p_value=COMPARISONS["p_value"])
+    return build_leaderboard(rows, n_boot=n_boot, seed=seed, ci=ci, comparison_table=table), table
 
 
 def write_leaderboard(store: RunStore, seed: int) -> pd.DataFrame:
+    """leaderboard.csv/.md/.tex, comparisons.csv (paired tests) and breakdown.csv/.md (by class and correctness)."""
     rows = store.read_scores()
-    leaderboard = build_leaderboard(rows, n_boot=BOOTSTRAP["replicates"], seed=seed, ci=BOOTSTRAP["level"])
+    leaderboard, table = rank(rows, seed)
+    by_class = breakdown(rows, BOOTSTRAP["replicates"], seed, BOOTSTRAP["level"])
+    write_atomic(store.out / "comparisons.csv", table.to_csv(index=False))
+    write_atomic(store.out / "breakdown.csv", by_class.to_csv(index=False))
+    write_atomic(store.out / "breakdown.md", format_breakdown_markdown(by_class))
+    write_atomic(store.out / "leaderboard.tex", format_latex(leaderboard))
     write_atomic(store.out / "leaderboard.csv", leaderboard.to_csv(index=False))
     write_atomic(store.out / "leaderboard.md", format_markdown(leaderboard))
     return leaderboard

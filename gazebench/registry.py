@@ -152,5 +152,5 @@ MODELS = Registry(
         "gazebench.models.xrv",
     ),
 )
-METRICS = Registry("metrics", ("gazebench.metrics.map_metrics",))
+METRICS = Registry("metrics", ("gazebench.metrics.map_metrics", "gazebench.metrics.auc", "gazebench.metrics.centre_bias", "gazebench.metrics.localisation"))
 DATASETS = Registry("datasets", ("gazebench.data.datasets",))

@@ -30,6 +30,7 @@ class RunStore:
     def __init__(self, out: Path):
         self.out = Path(out)
         self.scores = self.out / "scores"
+        self.regions = self.out / "regions"  # region shares per (batch, method), for the region analysis
 
     def open(self, config: dict) -> None:
         """Create the run directory, or check that an existing one holds the same run."""
@@ -55,12 +56,26 @@ class RunStore:
         write_atomic(self.shard_path(batch_index, method), rows.to_parquet(index=False))
 
     def read_scores(self) -> pd.DataFrame:
-        shards = sorted(self.scores.glob("*.parquet"))
-        if not shards:
-            return pd.DataFrame()
-        return pd.concat([pd.read_parquet(shard) for shard in shards], ignore_index=True)
+        return _read_shards(self.scores)
+
+    def region_shard_path(self, batch_index: int, method: str) -> Path:
+        return self.regions / f"batch{batch_index:05d}-{method}.parquet"
+
+    def write_region_shard(self, batch_index: int, method: str, rows: pd.DataFrame) -> None:
+        """Written before the method's score shard, so a finished score shard implies its region shard."""
+        write_atomic(self.region_shard_path(batch_index, method), rows.to_parquet(index=False))
+
+    def read_region_shares(self) -> pd.DataFrame:
+        return _read_shards(self.regions)
 
     def log(self, message: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         with open(self.out / "run.log", "a") as stream:
             stream.write(f"{stamp} {message}\n")
+
+
+def _read_shards(folder: Path) -> pd.DataFrame:
+    shards = sorted(folder.glob("*.parquet"))
+    if not shards:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(shard) for shard in shards], ignore_index=True)

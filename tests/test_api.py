@@ -69,12 +69,14 @@ def benchmark_run(tiny_synth, tmp_path_factory):
 
 def test_run_benchmark_returns_the_leaderboard_and_fills_the_run_directory(benchmark_run):
     model, out, leaderboard = benchmark_run
-    assert sorted(zip(leaderboard.method, leaderboard.metric)) == [("gradcam", "nss"), ("saliency", "nss")]
-    assert leaderboard.n.tolist() == [4, 4]
-    assert ((leaderboard.ci_low <= leaderboard["mean"]) & (leaderboard["mean"] <= leaderboard.ci_high)).all()
+    methods = leaderboard[leaderboard.role == "method"]
+    assert sorted(zip(methods.method, methods.metric)) == [("gradcam", "nss"), ("saliency", "nss")]
+    assert methods.n.tolist() == [4, 4]
+    assert ((methods.ci_low <= methods["mean"]) & (methods["mean"] <= methods.ci_high)).all()
+    assert set(leaderboard[leaderboard.role == "floor"].method) == {"centre_bias", "uniform"}
     pd.testing.assert_frame_equal(pd.read_csv(out / "leaderboard.csv"), leaderboard.reset_index(drop=True), check_dtype=False)
     scores = pd.read_parquet(out / "scores")
-    assert len(scores) == 8 and set(scores.model) == {"tiny"} and set(scores.method) == {"saliency", "gradcam"}
+    assert len(scores) == 16 and set(scores.model) == {"tiny"} and set(scores.method) == {"saliency", "gradcam", "centre_bias", "uniform"}
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["model"]["name"] == "tiny" and config["model"]["class_names"] == CLASSES
     assert config["model"]["checkpoint_sha256"] == state_dict_sha256(model)
@@ -87,7 +89,7 @@ def test_run_benchmark_maps_other_classes_with_the_default_label_map(tiny_synth,
     outputs = ["No Finding", "Edema", "Cardiomegaly", "Pneumonia", "Consolidation"]
     adapter = wrap_model(tiny_model(len(outputs)), outputs, "features", input_size=32, name="chexpert_style")
     leaderboard = run_benchmark(adapter, root=tiny_synth, split="all", methods="saliency", metrics="nss", out=tmp_path / "run", limit=2)
-    assert leaderboard.n.tolist() == [2]
+    assert leaderboard[leaderboard.method == "saliency"].n.tolist() == [2]
     scores = pd.read_parquet(tmp_path / "run" / "scores")
     assert set(scores.target) <= set(CLASSES) and set(scores.pred) <= set(CLASSES)
 

@@ -45,5 +45,5 @@ def test_python_api_example_runs(tmp_path, monkeypatch, tiny_synth):
     namespace: dict = {}
     exec(compile(code, "my_model_benchmark.py", "exec"), namespace)
     board = namespace["leaderboard"]
-    assert set(board.method) == {"saliency", "gradcam"} and set(board.metric) == {"nss", "cc"}
+    assert set(board.method) == {"saliency", "gradcam", "centre_bias", "uniform"} and set(board.metric) == {"nss", "cc"}
     assert (tmp_path / "runs" / "tiny" / "leaderboard.csv").is_file()

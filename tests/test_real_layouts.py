@@ -115,9 +115,14 @@ def test_run_on_a_reflacx_release_scores_each_reader_and_the_merged_gaze(tmp_pat
         rows = scores[(scores.image_id == image_id) & (scores.method == "gradcam") & (scores.metric == "nss")]
         assert set(rows.reader) == readers | {"all"}
     assert set(scores[scores.reader != "all"].image_id) == set(several)
+    ceiling = scores[scores.method == "inter_observer"]  # other readers' gaze against each reader's: per-reader rows only
+    assert len(ceiling) and (ceiling.reader != "all").all() and set(ceiling.image_id) == set(several)
+    assert ceiling[ceiling.metric == "cc"].value.notna().all()
     leaderboard = pd.read_csv(out / "leaderboard.csv")
     n_merged = len(merged[(merged.method == "gradcam") & (merged.metric == "nss")])
-    assert leaderboard[(leaderboard.method == "gradcam") & (leaderboard.metric == "nss")].n.item() <= n_merged
+    cell = leaderboard[(leaderboard.method == "gradcam") & (leaderboard.metric == "nss")].set_index("gaze")
+    assert cell.n["merged"] <= n_merged and cell.n["single reader"] == len(scores[(scores.reader != "all") & (scores.method == "gradcam") & (scores.metric == "nss")].value.dropna())
+    assert leaderboard[leaderboard.method == "inter_observer"].gaze.eq("single reader").all()
     assert "discarded" in (out / "run.log").read_text()
     assert (out / "DATA_USE.md").is_file()
 

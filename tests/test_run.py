@@ -9,7 +9,8 @@ from gazebench.cli import main
 
 ROW_SCHEMA = ["dataset", "split", "image_id", "patient_id", "reader", "target", "label", "pred", "prob", "correct", "model", "checkpoint", "method", "method_params", "metric", "value", "protocol"]
 METHODS = ["conductance", "deeplift", "gradcam", "gradshap", "saliency", "smoothgrad"]
-METRICS = ["cc", "kl", "nss", "ssim"]
+METRICS = sorted(["auc_judd", "auc_shuffled", "cc", "cc_cb", "hit_rate", "info_gain", "iou", "kl", "kl_cb", "nss", "nss_cb", "sim", "sim_cb", "ssim"])
+REFERENCES = ["centre_bias", "uniform"]  # floors scored beside every method (no inter-observer ceiling: one reader per image)
 
 
 def run(out, tiny_synth, checkpoint, *extra):
@@ -35,13 +36,18 @@ def test_run_directory_contract(finished_run, random_checkpoint):
     assert config["bootstrap"]["replicates"] == 1000 and config["bootstrap"]["unit"] == "patient"
     scores = pd.read_parquet(out / "scores")
     assert list(scores.columns) == ROW_SCHEMA
-    assert len(scores) == 6 * len(METHODS) * len(METRICS)
+    assert len(scores) == 6 * (len(METHODS) + len(REFERENCES)) * len(METRICS)
+    assert set(scores.method) == set(METHODS + REFERENCES)
     assert set(scores.reader) == {"all"} and scores.label.eq(1).all()
     assert (scores.correct == (scores.pred == scores.target)).all()
     leaderboard = pd.read_csv(out / "leaderboard.csv")
-    assert list(leaderboard.columns) == ["method", "metric", "mean", "ci_low", "ci_high", "n"]
-    assert len(leaderboard) == len(METHODS) * len(METRICS)
-    assert ((leaderboard.ci_low <= leaderboard["mean"]) & (leaderboard["mean"] <= leaderboard.ci_high)).all()
+    assert list(leaderboard.columns) == ["method", "metric", "mean", "ci_low", "ci_high", "n", "role", "vs_best", "vs_centre_bias"]
+    assert len(leaderboard) == (len(METHODS) + len(REFERENCES)) * len(METRICS)
+    defined = leaderboard.dropna(subset=["mean"])
+    assert ((defined.ci_low <= defined["mean"]) & (defined["mean"] <= defined.ci_high)).all()
+    assert (leaderboard.groupby("metric").vs_best.apply(lambda marks: (marks == "best").sum()) == 1).all()
+    for name in ["comparisons.csv", "breakdown.csv", "breakdown.md", "leaderboard.tex", "gaze_priors.npz"]:
+        assert (out / name).is_file(), name
     assert "nss" in (out / "leaderboard.md").read_text() and "| gradcam |" in result.output
     assert "fixations off the displayed image (-1, dropped)" in (out / "run.log").read_text()
     assert "deeplift" in (out / "run.log").read_text()
@@ -67,7 +73,8 @@ def test_same_command_elsewhere_gives_the_same_scores(finished_run, tmp_path, ti
     run(tmp_path / "again", tiny_synth, random_checkpoint, "--methods", "smoothgrad,gradcam", "--batch-size", "3")
     again = pd.read_parquet(tmp_path / "again" / "scores").sort_values(["method", "metric", "image_id"]).reset_index(drop=True)
     first = pd.read_parquet(out / "scores")
-    first = first[first.method.isin(["smoothgrad", "gradcam"])].sort_values(["method", "metric", "image_id"]).reset_index(drop=True)
+    first = first[first.method.isin(again.method.unique())].sort_values(["method", "metric", "image_id"]).reset_index(drop=True)
+    assert set(again.method) == {"smoothgrad", "gradcam", "centre_bias", "uniform"}
     pd.testing.assert_series_equal(again.value, first.value, rtol=1e-4, atol=1e-6)
 
 

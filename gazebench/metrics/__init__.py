@@ -1,1 +1,1 @@
-"""Metrics: map metrics against gaze, and (later) region analysis, localisation, statistics."""
+"""Metrics: map metrics against gaze, localisation, region analysis and the statistics of the leaderboard."""

@@ -1,0 +1,239 @@
+"""AUC-Judd and shuffled AUC, batched in torch without sorting the maps.
+
+Both are areas under an ROC curve that separates *positive* pixels (fixated) from *negative*
+ones, and both reduce to one sum over negative pixels of a *credit* that depends only on where
+the pixel's saliency s lies among the map's distinct positive saliency values u_1 < ... < u_K
+(weights g_k: how much positive weight sits at u_k).  With j = #{k : u_k <= s}:
+
+- weight of positives above s:  A(j) = W_pos - (g_1 + ... + g_j);
+- AUC-Judd credit:   A(j) + g_j / 2           (the trapezoid's interpolation, see ``AUCJudd``);
+- shuffled credit:   A(j) + g_j / 2 if u_j == s, else A(j)   (a tie counts one half).
+
+So every pixel needs only its *code* 2 j + [u_j == s], shared by both metrics (they differ only
+in the weights g): each then reads its credits from a [K+1, 2] table.  Finding j with
+``torch.searchsorted`` costs ~15 ns a pixel, more than the plain threshold loop it replaces.
+Instead each map's value range is cut into ``VALUE_BINS`` bins (one affine map and a ceil,
+monotone in s, so equal values share a bin): a pixel whose bin holds no positive value has j =
+the number of positive values in lower bins, read from a per-bin table; only pixels sharing a
+bin with a positive value are compared with it exactly.  The result is exact, ties included; no
+jitter, so it is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gazebench.metrics.base import GazeTargets, Metric
+from gazebench.metrics.map_metrics import (
+    _check_shapes,
+    _finite_non_constant_range,
+    _flat,
+    _per_row_sum,
+    _result,
+    _working_dtype,
+    fixation_entries,
+    memoised,
+    shared_range,
+)
+from gazebench.registry import METRICS
+
+VALUE_BINS = 4096  # bins of each map's value range; more bins: fewer exact comparisons, bigger tables
+
+
+@METRICS.register("auc_judd")
+class AUCJudd(Metric):
+    """AUC-Judd: area under the ROC of fixated vs non-fixated pixels, thresholds at fixated values.
+
+    Fixated pixels are those with ``fixations > 0`` (counts ignored, as in the MIT code).  For
+    each threshold t among the saliency values of fixated pixels, TPR(t) = share of fixated
+    pixels with S >= t and FPR(t) = share of non-fixated pixels with S >= t (ties go with >=;
+    no jitter); the points, sorted, plus (0, 0) and (1, 1) are joined by trapezoids.  That area
+    equals the mean over non-fixated pixels of (#fixated above s + #fixated at the highest
+    fixated value <= s / 2) / #fixated, which is what is computed (module docstring).  No
+    epsilon.  NaN for non-finite pixels, a constant map, no fixations or every pixel fixated.
+    """
+
+    name = "auc_judd"
+    needs = ("fixations",)
+    higher_is_better = True
+    value_range = (0.0, 1.0)
+
+    def compute(self, maps, targets):
+        _check_shapes(maps, targets.fixations)
+        saliency = _flat(maps, _working_dtype(maps.device))
+        codes, positives, valid = shared_codes(targets, saliency)
+        pixels_per_code = _code_histogram(codes, torch.ones((), dtype=saliency.dtype, device=saliency.device).expand_as(codes), positives)
+        fixated_codes = codes[positives.rows, positives.pixels]
+        pixels_per_code.index_put_((positives.rows, fixated_codes), torch.full_like(fixated_codes, -1, dtype=saliency.dtype), accumulate=True)  # not negatives
+        credit = (pixels_per_code * _credit_table(positives, positives.pixel_counts, half_always=True)).sum(dim=1)
+        n_fixated = positives.pixel_counts.sum(dim=1)
+        n_negatives = saliency.shape[1] - n_fixated
+        return _result(credit / (n_fixated * n_negatives), valid & (n_fixated > 0) & (n_negatives > 0), maps)
+
+
+@METRICS.register("auc_shuffled")
+class AUCShuffled(Metric):
+    """Shuffled AUC: P(saliency at a fixation > saliency at another image's fixation), ties 1/2.
+
+    Positives are the image's fixations, weighted by their count; negatives are
+    ``targets.negatives``, the fixation counts of the other images of the evaluated set on the
+    same grid, also count-weighted, so centre bias shared by all images cancels.  The value is
+    the weighted Mann-Whitney statistic, i.e. the trapezoid area of the ROC over every threshold.
+    No epsilon, no sampling.  NaN for non-finite pixels or counts, a constant map, no positives
+    or no negatives.
+    """
+
+    name = "auc_shuffled"
+    needs = ("fixations", "negatives")
+    higher_is_better = True
+    value_range = (0.0, 1.0)
+
+    def compute(self, maps, targets):
+        _check_shapes(maps, targets.fixations)
+        _check_shapes(maps, targets.negatives)
+        dtype = _working_dtype(maps.device)
+        saliency, negatives = _flat(maps, dtype), _flat(targets.negatives, dtype)
+        codes, positives, valid = shared_codes(targets, saliency)
+        negatives_per_code = _code_histogram(codes, negatives, positives)
+        credit = (negatives_per_code * _credit_table(positives, positives.fixation_counts, half_always=False)).sum(dim=1)
+        positive_total, negative_total = positives.fixation_counts.sum(dim=1), negatives_per_code.sum(dim=1)
+        values = credit / (positive_total * negative_total)
+        valid = valid & torch.isfinite(positives.all_counts) & (positive_total > 0) & torch.isfinite(negative_total) & (negative_total > 0)
+        return _result(values, valid, maps)
+
+
+@dataclass
+class _Positives:
+    """Per map, the distinct saliency values at positive pixels (padded rows) and where they are."""
+
+    values: torch.Tensor  # [B, K] ascending, padded with +inf
+    pixel_counts: torch.Tensor  # [B, K] how many positive pixels have each value (0 in the padding)
+    fixation_counts: torch.Tensor  # [B, K] their fixation counts, summed
+    bins: torch.Tensor  # [B, K] value bin of each value, 0 in the padding
+    rows: torch.Tensor  # [N] row and flat pixel index of every positive pixel
+    pixels: torch.Tensor
+    all_counts: torch.Tensor  # [B] sum of every non-zero count (NaN if one is NaN)
+
+
+def shared_codes(targets: GazeTargets, saliency: torch.Tensor) -> tuple[torch.Tensor, _Positives, torch.Tensor]:
+    """[B, P] long code 2 j + [u_j == s] of every pixel, the positives, [B] map validity; memoised.
+
+    Positive pixels are those with ``fixations > 0``.
+    """
+    return memoised(targets, "auc codes", (saliency, targets.fixations), lambda: _codes(targets, saliency))
+
+
+def _codes(targets: GazeTargets, saliency: torch.Tensor) -> tuple[torch.Tensor, _Positives, torch.Tensor]:
+    low, high = shared_range(targets, saliency)
+    valid = _finite_non_constant_range(low, high)
+    bins = _value_bins(saliency, low, high, valid)
+    positives = _distinct_positives(saliency, fixation_entries(targets.fixations, saliency.dtype, targets), bins, valid)
+    per_bin = torch.zeros(len(saliency), VALUE_BINS, dtype=torch.long, device=saliency.device)
+    per_bin.view(-1).index_add_(0, (_row_offsets(positives.bins, VALUE_BINS) + positives.bins).view(-1), (positives.pixel_counts > 0).long().view(-1))
+    below = per_bin.cumsum(dim=1).sub_(per_bin)  # distinct positive values in lower bins: j of a pixel alone in its bin
+    bin_codes = torch.where(per_bin > 0, -1, 2 * below)  # -1: bins holding a positive value, resolved below,
+    bin_codes[:, 0] = torch.where(per_bin[:, 0] > 0, 3, 0)  # but bin 0 holds only the minimum: its one positive value, tied (j = 1)
+    codes = bin_codes.gather(1, bins)
+    _resolve_shared_bins(codes, saliency, bins, below, per_bin, positives)
+    return codes, positives, valid
+
+
+def _value_bins(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B, P] long: 0 for the row's minimum, else ceil((s - min) * (VALUE_BINS - 1.5) / (max - min)).
+
+    Monotone in s and the same for equal values, which is all exactness needs.  Bin 0 holds
+    exactly the minimum (``s - min`` is 0 only for ``s == min``), so that the ties of a plateau at
+    the minimum -- the zeros of a ReLU'd map -- are resolved by the tables, not one by one.  The
+    other values land in [1, VALUE_BINS - 1] (the 1.5 keeps rounding inside).  0 on invalid rows.
+    """
+    scale = torch.where(valid, (VALUE_BINS - 1.5) / (high - low), 0.0)
+    difference = saliency - low[:, None]
+    bins = difference.mul_(scale[:, None]).ceil_().long()
+    tiny_scale = valid & (scale < 1)  # there a product could underflow to 0 although s > min
+    if bool(tiny_scale.any()):
+        rows = tiny_scale.nonzero().view(-1)
+        bins[rows] = torch.where(saliency[rows] > low[rows, None], bins[rows].clamp(min=1), 0)
+    if not bool(valid.all()):
+        bins[~valid] = 0  # NaN / inf rows
+    return bins
+
+
+def _row_offsets(like: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, 1] offsets row * width, to index a [B, width] table through its flat view."""
+    return torch.arange(like.shape[0], device=like.device)[:, None] * width
+
+
+def _distinct_positives(saliency: torch.Tensor, entries: tuple, bins: torch.Tensor, valid: torch.Tensor) -> _Positives:
+    """Group the positive pixels (count > 0) of each valid row by saliency value: one entry per value.
+
+    ``entries``: (rows, pixels, counts) of the non-zero fixation counts.
+    """
+    rows, pixels, counts = entries
+    all_counts = _per_row_sum(counts, rows, len(saliency))
+    keep = valid[rows] & (counts > 0)
+    rows, pixels, counts = rows[keep], pixels[keep], counts[keep]
+    values = saliency[rows, pixels]
+    order = torch.argsort(values, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]  # by row, then by value
+    rows, pixels, values, counts = rows[order], pixels[order], values[order], counts[order]
+    starts = torch.ones_like(rows, dtype=torch.bool)
+    starts[1:] = (rows[1:] != rows[:-1]) | (values[1:] != values[:-1])
+    group = starts.cumsum(0) - 1
+    group_rows = rows[starts]
+    per_row = torch.bincount(group_rows, minlength=len(saliency))
+    rank = torch.arange(len(group_rows), device=saliency.device) - (per_row.cumsum(0) - per_row)[group_rows]
+    width = max(int(per_row.max()) if len(per_row) else 0, 1)
+
+    def padded(fill, entries: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(saliency), width), fill, dtype=entries.dtype, device=saliency.device).index_put_((group_rows, rank), entries)
+
+    def group_sum(per_pixel: torch.Tensor) -> torch.Tensor:
+        return padded(0, torch.zeros(len(group_rows), dtype=saliency.dtype, device=saliency.device).index_add_(0, group, per_pixel))
+
+    return _Positives(
+        values=padded(math.inf, values[starts]),
+        pixel_counts=group_sum(torch.ones_like(counts)),
+        fixation_counts=group_sum(counts),
+        bins=padded(0, bins[rows[starts], pixels[starts]]),
+        rows=rows,
+        pixels=pixels,
+        all_counts=all_counts,
+    )
+
+
+def _resolve_shared_bins(codes, saliency, bins, below, per_bin, positives: _Positives) -> None:
+    """Overwrite the -1 codes of pixels sharing a bin with positive values: compare exactly.
+
+    A loop over the few distinct positive values one bin holds (usually one), over all such
+    pixels at once.
+    """
+    rows, pixels = torch.nonzero(codes < 0, as_tuple=True)  # often spread over most lines: no sparse search
+    value, pixel_bin = saliency[rows, pixels], bins[rows, pixels]
+    j, in_bin = below[rows, pixel_bin], per_bin[rows, pixel_bin]
+    last = positives.values.shape[1] - 1
+    at_or_below = torch.zeros_like(j)
+    for offset in range(int(in_bin.max()) if len(in_bin) else 0):
+        candidate = positives.values[rows, (j + offset).clamp_(max=last)]
+        at_or_below += (offset < in_bin) & (candidate <= value)
+    j += at_or_below
+    tied = (j > 0) & (positives.values[rows, (j - 1).clamp(min=0)] == value)
+    codes[rows, pixels] = 2 * j + tied
+
+
+def _code_histogram(codes: torch.Tensor, weights: torch.Tensor, positives: _Positives) -> torch.Tensor:
+    """[B, 2 (K+1)] total weight of the pixels of each code (one scatter-add: cheaper than a gather)."""
+    width = 2 * (positives.values.shape[1] + 1)
+    return torch.zeros(len(codes), width, dtype=weights.dtype, device=codes.device).scatter_add_(1, codes, weights)
+
+
+def _credit_table(positives: _Positives, weights: torch.Tensor, half_always: bool) -> torch.Tensor:
+    """[B, 2 (K+1)] credit of code 2 j + tie: A(j) = weight above, plus g_j / 2 if tied (or always)."""
+    at_j = F.pad(weights, (1, 0))  # g_j, g_0 = 0
+    above = weights.sum(dim=1, keepdim=True) - at_j.cumsum(dim=1)
+    half = 0.5 * at_j
+    untied = above + half if half_always else above
+    return torch.stack((untied, above + half), dim=2).flatten(1)
