@@ -51,3 +51,27 @@ def test_metric_on_256_maps(benchmark, name):
     )
     values = benchmark.pedantic(METRICS.get(name)(), args=(maps, targets), rounds=3, iterations=1)
     assert values.shape == (256,)
+
+
+def test_scoring_a_batch_of_8_with_every_metric(benchmark):
+    """What the engine does per batch and method: every metric plus the region shares, for 8 maps.
+
+    Compare with ``test_method_batch_of_8``: scoring must never cost more than computing the maps.
+    """
+    from gazebench.metrics.regions import region_shares
+    from gazebench.metrics.scoring import score_maps
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.nn.functional.avg_pool2d(torch.rand(8, 1, GRID, GRID, generator=generator), 9, 1, 4)[:, 0]
+    density = torch.nn.functional.avg_pool2d(torch.rand(8, 1, GRID, GRID, generator=generator) ** 4, 15, 1, 7)[:, 0]
+    density = density / density.sum(dim=(1, 2), keepdim=True)
+    fixations = (torch.rand(8, GRID, GRID, generator=generator) > 0.9995).float()
+    targets = GazeTargets(density=density, fixations=fixations, centre_bias=gaussian_centre_bias(GRID, GRID), negatives=fixations.sum(dim=0, keepdim=True) - fixations, mask=torch.rand(8, GRID, GRID, generator=generator) > 0.8)
+    regions = {name: torch.rand(8, GRID, GRID, generator=generator) > 0.7 for name in ("aortic_knob", "left_lung", "mediastinum", "right_lung")}
+    metrics = {name: METRICS.get(name)() for name in METRICS.fixed_names()}
+
+    def score():
+        return score_maps(maps, targets, metrics), region_shares(maps, regions)
+
+    values, _ = benchmark.pedantic(score, rounds=5, iterations=1)
+    assert set(values) == set(metrics)

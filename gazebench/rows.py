@@ -19,6 +19,7 @@ from gazebench.data.sample import Batch
 from gazebench.metrics.base import GazeTargets
 from gazebench.metrics.regions import KEY_COLUMNS as REGION_KEYS
 from gazebench.metrics.regions import region_shares
+from gazebench.metrics.scoring import score_maps
 from gazebench.protocol import protocol_id
 from gazebench.store import ROW_SCHEMA
 
@@ -118,7 +119,8 @@ def region_share_rows(run, pairs: ExplanationPairs, group: GazeGroup, method_nam
 
 def _metric_rows(run, pairs: ExplanationPairs, group: GazeGroup, method_name: str, params: dict, maps: torch.Tensor) -> pd.DataFrame:
     base = _base_rows(run, pairs, group, method_name, params)
-    frames = [base.assign(metric=name, value=metric(maps, group.targets).detach().double().cpu().numpy()) for name, metric in run.metrics.items()]
+    values = score_maps(maps.detach(), group.targets, run.metrics)  # all metrics at once: they share intermediates
+    frames = [base.assign(metric=name, value=values[name].numpy()) for name in run.metrics]
     return pd.concat(frames, ignore_index=True)
 
 

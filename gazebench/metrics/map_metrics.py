@@ -501,7 +501,8 @@ def _ssim_sum(filtered: torch.Tensor, offsets: torch.Tensor, data_range: float) 
     The moments are of the centred maps: variances and covariance are shift-free, the local
     means get their offsets back.  SSIM = (2 mx my + C1)(2 n cov + C2) / ((mx^2 + my^2 + C1)(n var + C2))
     with n the covariance normalisation, computed as 4 (mx my + C1/2)(cov + C2/(2n)) /
-    ((mx^2 + my^2 + C1)(var + C2/n)): fewer in-place float32 passes over the moments.
+    ((mx^2 + my^2 + C1)(var + C2/n)): fewer in-place float32 passes over the moments.  The
+    C2/n terms are already in the moments (``_moment_stack``).
     """
     batch = offsets.shape[1]
     moments = filtered.unflatten(0, (4, batch))
