@@ -241,7 +241,7 @@ def execute_run(run: PreparedRun) -> pd.DataFrame:
     if no_target:
         store.log(f"skipped: {no_target} image(s) with no positive label to explain (no row)")
     for (method, metric), count in sorted(counts.items()):
-        store.log(f"warning: {count} NaN value(s) for {method}/{metric} (degenerate map or gaze); excluded from the leaderboard")
+        store.log(f"warning: {count} NaN value(s) for {method}/{metric} (degenerate map, image without gaze or fixations, or empty mask); excluded from the leaderboard")
     write_region_analysis(store)
     return write_leaderboard(store, request.seed)
 

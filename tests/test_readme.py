@@ -19,7 +19,7 @@ def test_quick_start_has_the_main_command_and_the_test_command():
 
 
 def test_plugin_example_registers_and_makes_maps():
-    code = re.search(r"```python\n# my_plugin.py\n(.*?)```", README, re.S).group(1)
+    code = re.search(r"```python\n# my_plugin.py\n(.*?)```", README, re.DOTALL).group(1)
     namespace: dict = {}
     exec(compile(code, "my_plugin.py", "exec"), namespace)
     registry = Registry("methods")
@@ -38,7 +38,7 @@ def test_python_api_example_runs(tmp_path, monkeypatch, tiny_synth):
     """The README's notebook example, on the tiny synthetic copy (the real one is 600 images)."""
     import gazebench.api
 
-    code = re.search(r"```python\n# my_model_benchmark.py\n(.*?)```", README, re.S).group(1)
+    code = re.search(r"```python\n# my_model_benchmark.py\n(.*?)```", README, re.DOTALL).group(1)
     real_run = gazebench.api.run_benchmark
     monkeypatch.setattr(gazebench.api, "run_benchmark", lambda adapter, **kw: real_run(adapter, **{**kw, "root": tiny_synth, "split": "all", "limit": 4}))
     monkeypatch.chdir(tmp_path)
@@ -47,3 +47,21 @@ def test_python_api_example_runs(tmp_path, monkeypatch, tiny_synth):
     board = namespace["leaderboard"]
     assert set(board.method) == {"saliency", "gradcam", "centre_bias", "uniform"} and set(board.metric) == {"nss", "cc"}
     assert (tmp_path / "runs" / "tiny" / "leaderboard.csv").is_file()
+
+
+def test_metric_plugin_example_scores_maps():
+    from gazebench.metrics.base import GazeTargets
+
+    code = re.search(r"```python\n# my_metric.py\n(.*?)```", README, re.DOTALL).group(1)
+    namespace: dict = {}
+    exec(compile(code, "my_metric.py", "exec"), namespace)
+    registry = Registry("metrics")
+    metric = registry.register()(namespace["PeakDensity"])()
+    assert registry.names() == ["peak_density"]
+    density = torch.zeros(2, 8, 8)
+    density[:, 2, 3], density[:, 5, 5] = 0.75, 0.25
+    maps = torch.zeros(2, 8, 8)
+    maps[0, 2, 3] = maps[1, 5, 5] = 1.0
+    values = metric(maps, GazeTargets(density=density))
+    torch.testing.assert_close(values, torch.tensor([1.0, 1 / 3]))
+    assert torch.isnan(metric(maps, GazeTargets(density=torch.zeros(2, 8, 8)))).all()

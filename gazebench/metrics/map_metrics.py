@@ -13,7 +13,9 @@ the formula allows, dot products through BLAS on short lines (``_row_dot``), fix
 line by line (``sparse_nonzero``) and gathered, and maps whose rows are all one map (the
 centre-bias map broadcast to the batch) reduced once.  When ``score_maps`` scores a chunk with
 several metrics, the targets carry a memo and what several metrics derive from the same tensor
-(ranges, centred maps, fixation lists) is computed once (``memoised``).
+(ranges, sums, fixation lists) is computed once (``memoised``).  Means, norms and sums of
+``x - min`` come from plain sums (no centred or shifted copies) where the cancellation that
+invites is bounded (CANCELLATION_BOUND), else from the copies.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ GAUSSIAN_TRUNCATE = 3.5  # skimage: an 11-tap window for sigma 1.5
 UNIFORM_WINDOW = 7  # skimage's default window size
 DOT_LINES = (32, 256)  # dot products cut rows into lines of 32 to 256 pixels (BLAS is slow past 256)
 SEARCH_LINES = (16, 64)  # sparse searches skip empty lines of 16 to 64 pixels
+CANCELLATION_BOUND = 1e4  # sums of x - min taken as sum(x) - P min while P |min| is at most this times the result
+SPLIT_KL_BOUND = 1e-12  # KL's eps small enough to split its log (see KL): the split is off by at most this
+SSIM_STACK_BYTES = 7 << 20  # SSIM filters its moments in batches of maps of about this many bytes on CPU (8 maps of 224 x 224)
 TILE_BYTES = 1 << 22  # elementwise chains run over bands of about this many bytes (measured: 2-4 MiB best with 2 threads)
 
 Value = TypeVar("Value")
@@ -137,6 +142,27 @@ def shared_centred(targets: GazeTargets, flat: torch.Tensor) -> tuple[torch.Tens
     return memoised(targets, "centred", flat, centred_and_norm)
 
 
+def shared_mean_and_norm(targets: GazeTargets | None, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """[B] means and [B] Euclidean norms of the centred rows of [B, P] from sums, without a centred copy.
+
+    The centred sum of squares is ``sum(x^2) - sum(x) mean``; with ``P mean^2`` at most
+    CANCELLATION_BOUND times it (mean / std <= 100), it, and a covariance taken the same way,
+    loses at most ~CANCELLATION_BOUND roundings (~2e-12 in float64, relative to the norms).  None
+    when a row fails that (or is non-finite), or in float32 (``mps``): callers then use
+    ``shared_centred``.  Memoised for the chunk.
+    """
+
+    def mean_and_norm():
+        total = shared_sum(targets, flat)
+        mean = total / flat.shape[1]
+        centred_squares = _per_map(flat, lambda rows: torch.linalg.vector_norm(rows, dim=1).square_()) - total * mean
+        if flat.dtype != torch.float64 or not bool((flat.shape[1] * mean * mean <= CANCELLATION_BOUND * centred_squares).all()):
+            return None
+        return mean, centred_squares.sqrt()
+
+    return memoised(targets, "mean and norm", flat, mean_and_norm)
+
+
 def _result(values: torch.Tensor, valid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """NaN where ``valid`` is False, cast to the dtype of ``like`` (float32 for integer maps)."""
     values = torch.where(valid, values, torch.full_like(values, math.nan))
@@ -212,11 +238,17 @@ class NSS(Metric):
         _check_shapes(maps, targets.fixations)
         dtype = _working_dtype(maps.device)
         saliency = _flat(maps, dtype)
-        centred, norm = shared_centred(targets, saliency)
-        std = norm / math.sqrt(saliency.shape[1])
         rows, pixels, counts = fixation_entries(targets.fixations, dtype, targets)
+        moments = shared_mean_and_norm(targets, saliency)
+        if moments is not None:
+            mean, norm = moments
+            at_fixations = saliency[rows, pixels] - mean[rows]
+        else:
+            centred, norm = shared_centred(targets, saliency)
+            at_fixations = centred[rows, pixels]
+        std = norm / math.sqrt(saliency.shape[1])
         n_fixations = _per_row_sum(counts, rows, len(maps))
-        values = _per_row_sum(counts * centred[rows, pixels], rows, len(maps)) / (std * n_fixations)
+        values = _per_row_sum(counts * at_fixations, rows, len(maps)) / (std * n_fixations)
         valid = _finite_non_constant_range(*shared_range(targets, saliency)) & torch.isfinite(n_fixations) & (n_fixations > 0)
         return _result(values, valid, maps)
 
@@ -240,8 +272,14 @@ class CC(Metric):
         _check_shapes(maps, density)
         dtype = _working_dtype(maps.device)
         saliency, gaze = _flat(maps, dtype), _flat(density, dtype)
-        (saliency_c, saliency_norm), (gaze_c, gaze_norm) = shared_centred(targets, saliency), shared_centred(targets, gaze)
-        values = (_row_dot(saliency_c, gaze_c) / (saliency_norm * gaze_norm)).clamp(-1.0, 1.0)
+        saliency_moments, gaze_moments = shared_mean_and_norm(targets, saliency), shared_mean_and_norm(targets, gaze)
+        if saliency_moments is not None and gaze_moments is not None:
+            (saliency_mean, saliency_norm), (gaze_mean, gaze_norm) = saliency_moments, gaze_moments
+            covariance = _row_dot(saliency, gaze) - saliency.shape[1] * saliency_mean * gaze_mean
+        else:
+            (saliency_c, saliency_norm), (gaze_c, gaze_norm) = shared_centred(targets, saliency), shared_centred(targets, gaze)
+            covariance = _row_dot(saliency_c, gaze_c)
+        values = (covariance / (saliency_norm * gaze_norm)).clamp(-1.0, 1.0)
         valid = _finite_non_constant_range(*shared_range(targets, saliency)) & _finite_non_constant_range(*shared_range(targets, gaze))
         return _result(values, valid, maps)
 
@@ -253,6 +291,14 @@ class KL(Metric):
     Both are divided by their sum (no epsilon), then ``sum(G * log(eps + G / (S + eps)))`` with
     ``eps`` = 2.2204e-16 (setting ``eps``), as in the MIT saliency benchmark.  NaN when either
     map has non-finite or negative pixels (it is not a distribution) or sums to zero.
+
+    For one map shared by the batch (``kl_cb``'s centre bias), in float64 and for a tiny ``eps``
+    (``eps * (1 + H W eps)`` at most SPLIT_KL_BOUND), it is computed as ``sum G log G - sum G
+    log(S + eps)`` (0 log 0 = 0), which differs by at most that bound: per pixel
+    ``G log(1 + eps / r) <= G eps / r = eps (S + eps)`` with ``r = G / (S + eps)``.  The map's
+    logs are then taken once and the second sum is one matrix-vector product; the first, one
+    log per density pixel, is memoised for the chunk.  (For a map per sample the split would
+    take two logs per pixel instead of one.)
     """
 
     name = "kl"
@@ -267,13 +313,38 @@ class KL(Metric):
         dtype = _working_dtype(maps.device)
         eps = self.settings["eps"]
         saliency, gaze = _flat(maps, dtype), _flat(density, dtype)
-        saliency_sum, gaze_sum = _per_map(saliency, lambda rows: rows.sum(dim=1)), gaze.sum(dim=1)
-        # gaze_sum * (S + eps), S = saliency / saliency_sum: one pass, a new tensor
-        log_ratio = torch.addcmul((gaze_sum * eps)[:, None], saliency, (gaze_sum / saliency_sum)[:, None])
-        torch.div(gaze, log_ratio, out=log_ratio).add_(eps).log_()  # log(eps + G / (S + eps)), G = gaze / gaze_sum
-        values = _row_dot(gaze, log_ratio) / gaze_sum
+        saliency_sum, gaze_sum = shared_sum(targets, saliency), shared_sum(targets, gaze)
+        if _one_map(saliency) and saliency.dtype == torch.float64 and eps * (1 + saliency.shape[1] * eps) <= SPLIT_KL_BOUND:
+            # sum G log G - sum G log(S + eps), with log(S + eps) = log(s + eps * s_sum) - log(s_sum)
+            gaze_entropy = memoised(targets, "g log g", gaze, lambda: _sum_x_log_x(gaze, gaze_sum))
+            log_saliency = _per_map(saliency, lambda rows: torch.add(rows, (eps * saliency_sum[: len(rows)])[:, None]).log_())
+            values = (gaze_entropy - _row_dot(gaze, log_saliency)) / gaze_sum - torch.log(gaze_sum) + torch.log(saliency_sum)
+        else:
+            # gaze_sum * (S + eps), S = saliency / saliency_sum: one pass, a new tensor
+            log_ratio = torch.addcmul((gaze_sum * eps)[:, None], saliency, (gaze_sum / saliency_sum)[:, None])
+            eps_tensor = torch.full((), eps, dtype=dtype, device=saliency.device)
+            torch.addcdiv(eps_tensor, gaze, log_ratio, out=log_ratio).log_()  # log(eps + G / (S + eps)), G = gaze / gaze_sum
+            values = _row_dot(gaze, log_ratio) / gaze_sum
         valid = _is_distribution(shared_range(targets, saliency)[0], saliency_sum) & _is_distribution(shared_range(targets, gaze)[0], gaze_sum)
         return _result(values, valid, maps)
+
+
+def _sum_x_log_x(flat: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """[B] sums of x log x over the rows of [B, P] (0 log 0 = 0), given the rows' sums ``total``.
+
+    As ``x . log(x + tiny)`` (tiny: the dtype's smallest normal number; ``log`` is several times
+    slower on exact zeros), which is off by at most P tiny; when that is not below 1e-15 of a
+    row's sum, ``xlogy``.
+    """
+    tiny = torch.finfo(flat.dtype).tiny
+    if bool((total * 1e-15 > flat.shape[1] * tiny).all()):
+        return _row_dot(flat, torch.add(flat, tiny).log_())
+    return torch.xlogy(flat, flat).sum(dim=1)
+
+
+def shared_sum(targets: GazeTargets | None, flat: torch.Tensor) -> torch.Tensor:
+    """[B] sums of the rows of [B, P] (once for a map shared by the batch), memoised for the chunk."""
+    return memoised(targets, "sum", flat, lambda: _per_map(flat, lambda rows: rows.sum(dim=1)))
 
 
 def _is_distribution(flat_or_low: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
@@ -307,11 +378,41 @@ class SIM(Metric):
         saliency, gaze = _flat(maps, dtype), _flat(density, dtype)
         (saliency_low, saliency_high), (gaze_low, gaze_high) = shared_range(targets, saliency), shared_range(targets, gaze)
         valid = _finite_non_constant_range(saliency_low, saliency_high) & _finite_non_constant_range(gaze_low, gaze_high)
-        (saliency_shifted, saliency_total), (gaze_shifted, gaze_total) = shared_shifted(targets, saliency), shared_shifted(targets, gaze)
+        saliency_total, gaze_total = shared_shifted_total(targets, saliency), shared_shifted_total(targets, gaze)
         # With S = s' / Ts, G = g' / Tg (s' = s - min, ...): sum|S - G| = sum|s' - g' Ts / Tg| / Ts
-        difference = torch.addcmul(saliency_shifted, gaze_shifted, (saliency_total / gaze_total)[:, None], value=-1)
+        ratio = saliency_total / gaze_total
+        if _little_cancellation(saliency_low, saliency_total, saliency.shape[1]) and _little_cancellation(gaze_low, gaze_total, gaze.shape[1]):
+            # s' - g' Ts / Tg = s - g Ts / Tg - (min s - min g Ts / Tg): one pass, no shifted copies
+            difference = torch.addcmul(saliency, gaze, ratio[:, None], value=-1).sub_((saliency_low - gaze_low * ratio)[:, None])
+        else:
+            difference = torch.addcmul(shared_shifted(targets, saliency)[0], shared_shifted(targets, gaze)[0], ratio[:, None], value=-1)
         values = 1 - torch.linalg.vector_norm(difference, ord=1, dim=1) / (2 * saliency_total)
         return _result(values.clamp(0.0, 1.0), valid, maps)
+
+
+def _little_cancellation(low: torch.Tensor, total: torch.Tensor, n_pixels: int) -> bool:
+    """Whether every row's ``n_pixels |min|`` is at most CANCELLATION_BOUND times its ``sum(x - min)``.
+
+    Then ``sum(x) - n_pixels min`` and sums over ``x - min`` computed from ``x`` without the
+    shifted copy lose at most ~CANCELLATION_BOUND float64 roundings relative to the total
+    (~2e-12); False for NaN and in float32 (``mps``).
+    """
+    return low.dtype == torch.float64 and bool((n_pixels * low.abs() <= CANCELLATION_BOUND * total).all())
+
+
+def shared_shifted_total(targets: GazeTargets, flat: torch.Tensor) -> torch.Tensor:
+    """[B] sums of the rows of [B, P] minus their min, memoised for the chunk.
+
+    ``sum(x) - P min`` (from the shared sums and ranges) when that cancels little
+    (``_little_cancellation``), else summed over the shifted rows (``shared_shifted``).
+    """
+
+    def total():
+        low = shared_range(targets, flat)[0]
+        fast = shared_sum(targets, flat) - flat.shape[1] * low
+        return fast if _little_cancellation(low, fast, flat.shape[1]) else shared_shifted(targets, flat)[1]
+
+    return memoised(targets, "shifted total", flat, total)
 
 
 def shared_shifted(targets: GazeTargets, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,8 +461,8 @@ class InfoGain(Metric):
 
 def _normalised_at(targets: GazeTargets, flat: torch.Tensor, rows: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """(x - min) / sum(x - min) of the rows of [B, P], only at the pixels (rows, pixels): a new tensor."""
-    shifted, total = shared_shifted(targets, flat)
-    return shifted[rows, pixels] / total[rows]
+    low, total = shared_range(targets, flat)[0], shared_shifted_total(targets, flat)
+    return (flat[rows, pixels] - low[rows]) / total[rows]
 
 
 @METRICS.register("ssim")
@@ -406,9 +507,13 @@ class SSIM(Metric):
         images = [_flat(image, dtype) for image in (maps, density)]
         ranges = [shared_range(targets, image) for image in images]
         valid = _ssim_defined(*ranges[0], self.settings["minmax"]) & _ssim_defined(*ranges[1], self.settings["minmax"])
+        means = [shared_sum(targets, image) / image.shape[1] for image in images]
         c2 = (SSIM_K2 * self.settings["data_range"]) ** 2 / covariance_norm
-        moments, offsets = _moment_stack(images, ranges, maps.shape[1:], self.settings["minmax"], c2)
-        values = _mean_ssim(_filter_valid(moments, window), offsets, self.settings["data_range"])
+        values = torch.empty(len(maps), dtype=dtype, device=maps.device)
+        for part in _ssim_batches(len(maps), maps.shape[1] * maps.shape[2], maps.device):
+            pick = [image[part] for image in images], [(low[part], high[part]) for low, high in ranges], [mean[part] for mean in means]
+            moments, offsets = _moment_stack(*pick, maps.shape[1:], self.settings["minmax"], c2)
+            values[part] = _mean_ssim(_filter_valid(moments, window), offsets, self.settings["data_range"])
         return _result(values, valid, maps)
 
     def _window(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, float]:
@@ -443,12 +548,20 @@ def _row_bands(n_rows: int, bytes_per_row: int) -> list[slice]:
     return [slice(start, min(start + rows, n_rows)) for start in range(0, n_rows, rows)]
 
 
-def _moment_stack(images: list[torch.Tensor], ranges: list, size: tuple[int, int], minmax: bool, c2: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssim_batches(n_maps: int, n_pixels: int, device: torch.device) -> list[slice]:
+    """SSIM's batches of maps: on CPU of about SSIM_STACK_BYTES of float32 moments each (measured
+    ~1.5x faster than twice as many: the stack stays near the caches), elsewhere all at once."""
+    per_batch = max(1, SSIM_STACK_BYTES // (16 * n_pixels)) if device.type == "cpu" else max(n_maps, 1)
+    return [slice(start, min(start + per_batch, n_maps)) for start in range(0, n_maps, per_batch)]
+
+
+def _moment_stack(images: list[torch.Tensor], ranges: list, means: list[torch.Tensor], size: tuple[int, int], minmax: bool, c2: float) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 [1, 4B, H, W] (channels last) holding x, y, x*x + y*y + c2, x*y + c2/2, moment-major; and [2, B] offsets.
 
-    x and y ([B, H*W], min-maxed to [0, 1] if asked) are centred on their mean in float64 -- one
-    affine map a*x + b -- before the cast, which keeps the float32 moments small; the offsets
-    (their means) go back into the local means in ``_mean_ssim``.  x*x and y*y are only ever
+    x and y ([B, H*W], min-maxed to [0, 1] if asked) are centred on their mean in float64 (from
+    ``means``, the raw images' [B] pixel means) -- one affine map a*x + b -- before the cast,
+    which keeps the float32 moments small; the offsets (their means) go back into the local
+    means in ``_mean_ssim``.  x*x and y*y are only ever
     needed summed.  The constants ``c2`` (C2 over the covariance normalisation) survive the
     filtering (the window sums to 1), which spares two passes over the filtered moments.  One
     buffer so that one depthwise convolution filters all four; filled band by band of rows, the
@@ -459,9 +572,9 @@ def _moment_stack(images: list[torch.Tensor], ranges: list, size: tuple[int, int
     planes = stack[0].unflatten(0, (4, batch))  # [4, B, H, W] views
     constants = torch.tensor([c2, c2 / 2], dtype=torch.float32, device=stack.device)
     affine = []
-    for low, high, image in ((*ranges[slot], images[slot]) for slot in range(2)):
+    for low, high, image_mean in ((*ranges[slot], means[slot]) for slot in range(2)):
         scale = 1 / (high - low) if minmax else torch.ones_like(low)
-        mean = (image.mean(dim=1) - low) * scale if minmax else image.mean(dim=1)
+        mean = (image_mean - low) * scale if minmax else image_mean
         affine.append((scale[:, None, None], (-mean - low * scale if minmax else -mean)[:, None, None], mean))
     for band in _row_bands(height, width * batch * (4 * 4 + 2 * 8)):  # float32 stack row and float64 source rows
         for slot, (scale, shift, _) in enumerate(affine):

@@ -31,6 +31,7 @@ from gazebench.metrics.map_metrics import (
 from gazebench.registry import METRICS
 from tests.metrics.reference import (
     REFERENCES,
+    kl_reference,
     random_arrays,
     reference_scores,
     ssim_reference,
@@ -87,6 +88,30 @@ def test_every_metric_matches_its_numpy_reference(shape, levels):
     for name in MAP_METRICS:
         values = compute_all(METRICS.get(name)(), inputs)
         np.testing.assert_allclose(values, reference_scores(name, inputs), **TOLERANCE, err_msg=name)
+
+
+@pytest.mark.parametrize("offset", [10.0, 1e3, 1e7], ids=["sums", "centred copies", "centred and shifted copies"])
+def test_metrics_of_maps_far_from_zero_match_their_references(offset):
+    # Far from zero, sums of x - min or x - mean taken as sum(x) - P min or sum(x^2) - P mean^2 cancel:
+    # beyond a bound (here from mean / std > 100 on, then P min > 1e4 sum(x - min)) the metrics use shifted or centred copies.
+    inputs = random_arrays((3, 20, 33), seed=1)
+    inputs = {**inputs, "maps": inputs["maps"] + offset, "density": inputs["density"] + offset / 2, "centre_bias": inputs["centre_bias"] + offset}
+    for name in ("sim", "sim_cb", "info_gain", "kl", "kl_cb", "cc", "cc_cb", "nss", "nss_cb"):
+        values = compute_all(METRICS.get(name)(), inputs, torch.float64)
+        np.testing.assert_allclose(values, reference_scores(name, inputs), rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("eps", [1e-10, 1e-3], ids=["log split", "log of the ratio"])
+@pytest.mark.parametrize("shared_map", [False, True], ids=["a map per sample", "one map for the batch"])
+def test_kl_with_its_eps_setting_matches_the_reference(eps, shared_map):
+    # One map shared by the batch (kl_cb's centre bias) with a tiny eps takes the split sum G log G - sum G log(S + eps).
+    inputs = random_arrays((3, 20, 33), seed=2)
+    inputs["density"][:, :5] = 0  # pixels without gaze: 0 log 0 = 0
+    maps = np.broadcast_to(inputs["maps"][:1], inputs["maps"].shape) if shared_map else inputs["maps"]
+    saliency = torch.as_tensor(inputs["maps"][:1]).expand(3, -1, -1) if shared_map else torch.as_tensor(maps)
+    values = KL(eps=eps).compute(saliency, GazeTargets(density=torch.as_tensor(inputs["density"]))).numpy()
+    expected = [kl_reference(one_map, density, eps) for one_map, density in zip(maps, inputs["density"])]
+    np.testing.assert_allclose(values, expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
