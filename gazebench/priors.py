@@ -61,7 +61,11 @@ def _npz_bytes(priors: GazePriors) -> bytes:
 
 
 def estimate_centre_bias(train_split, grid: int) -> tuple[torch.Tensor, str]:
-    """The training split's mean gaze density, or the fixed Gaussian when it has no gaze."""
+    """The training split's mean gaze density, or the fixed Gaussian when it has no gaze.
+
+    ``metrics.centre_bias.mean_density`` on a stacked tensor, streamed one image at a time so
+    that memory does not grow with the split (REFLACX's train split has thousands of images).
+    """
     total = torch.zeros(grid, grid, dtype=torch.float64)
     used = 0
     for index in tqdm(range(len(train_split) if train_split is not None else 0), desc="centre bias (train split)", unit="image", leave=False):

@@ -119,3 +119,16 @@ def test_region_analysis_files(scored_run):
     agreement = pd.read_csv(out / "regions_agreement.csv")
     assert {"saliency", "gradcam"} <= set(agreement.method) and agreement.agreement.between(0, 1).all()
     assert "most salient region" in (out / "regions.md").read_text().lower()
+
+
+def test_leaderboard_command_over_run_directories(scored_run):
+    import io
+
+    out, _ = scored_run
+    result = CliRunner().invoke(main, ["leaderboard", str(out), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    board = pd.read_csv(io.StringIO(result.output))
+    saved = pd.read_csv(out / "leaderboard.csv")
+    pd.testing.assert_frame_equal(board, saved)  # same rows, same seed: the run's own leaderboard
+    result = CliRunner().invoke(main, ["leaderboard", str(out), str(out)])
+    assert result.exit_code == 2 and result.output.strip().count("\n") == 0
