@@ -139,6 +139,10 @@ def combine_runs(run_dirs: list[Path]) -> pd.DataFrame:
     hold the same (model, method) rows (rename the model of one of them).
     """
     frames = []
+    resolved = [Path(run_dir).resolve() for run_dir in run_dirs]
+    if len(set(resolved)) < len(resolved):
+        twice = next(str(run_dir) for run_dir, path in zip(run_dirs, resolved) if resolved.count(path) > 1)
+        raise UserError(f"run directory {twice} is given twice; give each run once")
     for run_dir in map(Path, run_dirs):
         rows = RunStore(run_dir).read_scores()
         if rows.empty:

@@ -131,4 +131,4 @@ def test_leaderboard_command_over_run_directories(scored_run):
     saved = pd.read_csv(out / "leaderboard.csv")
     pd.testing.assert_frame_equal(board, saved)  # same rows, same seed: the run's own leaderboard
     result = CliRunner().invoke(main, ["leaderboard", str(out), str(out)])
-    assert result.exit_code == 2 and result.output.strip().count("\n") == 0
+    assert result.exit_code == 2 and "given twice" in result.output and result.output.strip().count("\n") == 0
