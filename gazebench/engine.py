@@ -26,7 +26,7 @@ from gazebench.data.splits import write_splits
 from gazebench.errors import UserError
 from gazebench.leaderboard import build_leaderboard, format_latex, format_markdown
 from gazebench.methods.base import Method, image_seed
-from gazebench.metrics.base import Metric, missing_needs
+from gazebench.metrics.base import Metric, feedable_metrics
 from gazebench.metrics.regions import GAZE_METHOD, analyse_regions
 from gazebench.metrics.regions import KEY_COLUMNS as REGION_KEYS
 from gazebench.metrics.regions import format_markdown as format_region_markdown
@@ -36,7 +36,7 @@ from gazebench.models.label_map import label_map_record, map_adapter
 from gazebench.priors import GazePriors, compute_priors
 from gazebench.protocol import DEFAULT_GRID, protocol_description
 from gazebench.references import REFERENCE_METHODS, reference_maps
-from gazebench.registry import METHODS, METRICS
+from gazebench.registry import METHODS
 from gazebench.rows import ExplanationPairs, GazeGroup, gaze_groups, region_share_rows, score_rows
 from gazebench.store import RunStore
 
@@ -132,16 +132,11 @@ def usable_metrics(request: RunRequest, available: set[str]) -> tuple[dict[str, 
 
     A metric asked for by name that the data cannot feed is an error naming what is missing.
     """
-    metrics, left_out = {}, {}
-    for name in request.metrics:
-        metric = METRICS.get(name)()
-        missing = missing_needs(metric, available)
-        if not missing:
-            metrics[name] = metric
-        elif request.all_metrics:
-            left_out[name] = f"needs {', '.join(missing)}, which {request.data} does not provide"
-        else:
+    metrics, unmet = feedable_metrics(request.metrics, available)
+    for name, missing in unmet.items():
+        if not request.all_metrics:
             raise UserError(f"metric {name} needs {', '.join(missing)}, which {request.data} does not provide; choose other --metrics")
+    left_out = {name: f"needs {', '.join(missing)}, which {request.data} does not provide" for name, missing in unmet.items()}
     return metrics, left_out
 
 

@@ -19,7 +19,7 @@ import torch
 
 from gazebench.atomic import write_atomic
 from gazebench.errors import UserError
-from gazebench.metrics.base import GazeTargets, missing_needs
+from gazebench.metrics.base import GazeTargets, feedable_metrics
 from gazebench.metrics.centre_bias import gaussian_centre_bias
 from gazebench.metrics.scoring import score_maps
 from gazebench.registry import METRICS
@@ -105,14 +105,9 @@ def read_centre_bias(path: Path | None, size: tuple[int, int]) -> torch.Tensor:
 
 def select_metrics(spec: str, available: set[str]) -> dict:
     """``all``: every metric the inputs can feed; named metrics the inputs cannot feed are an error."""
-    names = METRICS.resolve_list(spec)
-    chosen = {}
-    for name in names:
-        metric = METRICS.get(name)()
-        missing = missing_needs(metric, available)
-        if not missing:
-            chosen[name] = metric
-        elif spec.strip() != "all":
+    chosen, unmet = feedable_metrics(METRICS.resolve_list(spec), available)
+    for name, missing in unmet.items():
+        if spec.strip() != "all":
             raise UserError(f"metric {name} needs {', '.join(missing)}; pass {' and '.join(OPTION_OF_NEED[m] for m in missing)}")
     if not chosen:
         raise UserError("none of the requested metrics can be computed from these inputs; see `gazebench list metrics`")

@@ -19,26 +19,18 @@ from gazebench.methods.base import Method
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import METHODS
 from gazebench.sanity import average_ranks, forward_order, layer_groups, pair_batches, randomised_cascade, reinitialise, run_sanity_check, spearman
+from tests.fixtures.tiny_models import TinyCNN as SharedTinyCNN
 
 CLASSES = ["Normal", "CHF", "pneumonia"]
 GRID = 32
 
 
-class TinyCNN(nn.Module):
-    """Conv-ReLU-Conv-ReLU-pool-Linear; ``unused`` holds parameters that forward never calls."""
+class TinyCNN(SharedTinyCNN):
+    """The shared tiny CNN plus ``unused``: parameters that forward never calls."""
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(4)
-        self.fc = nn.Linear(6 * 4 * 4, 3)
         self.unused = nn.Linear(2, 2)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x))))).flatten(1))
 
 
 def tiny_adapter() -> ModelAdapter:

@@ -82,3 +82,18 @@ class Metric:
 def missing_needs(metric: type[Metric] | Metric, available: set[str]) -> list[str]:
     """What a metric needs that is not ``available`` (empty: it can be computed)."""
     return [need for need in metric.needs if need not in available]
+
+
+def feedable_metrics(names: list[str], available: set[str]) -> tuple[dict[str, Metric], dict[str, list[str]]]:
+    """Instantiate the registered metrics ``names``: (those ``available`` can feed, the others -> what they miss)."""
+    from gazebench.registry import METRICS
+
+    chosen, unmet = {}, {}
+    for name in names:
+        metric = METRICS.get(name)()
+        missing = missing_needs(metric, available)
+        if missing:
+            unmet[name] = missing
+        else:
+            chosen[name] = metric
+    return chosen, unmet

@@ -15,28 +15,12 @@ from gazebench.methods.deeplift import DeepLiftMethod, deeplift_warnings
 from gazebench.methods.gradient import draw_gradshap_samples, gaussian_noise, make_baseline
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import METHODS
+from tests.fixtures.tiny_models import TinyCNN
 
 METHOD_NAMES = ["saliency", "smoothgrad", "gradshap", "gradcam", "conductance", "deeplift"]
 SAMPLING_METHODS = ["smoothgrad", "gradshap"]
 GRID = 40
 CLOSE = dict(rtol=1e-4, atol=1e-6)
-
-
-class TinyCNN(nn.Module):
-    """Conv-ReLU-Conv-ReLU-pool-Linear with a distinct ReLU module per use."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(4)
-        self.fc = nn.Linear(6 * 4 * 4, 3)
-
-    def forward(self, x):
-        features = self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x)))))
-        return self.fc(features.flatten(1))
 
 
 class SqueezeExcite(nn.Module):
