@@ -3,7 +3,8 @@
     python -m pytest benchmark/test_scoring.py --benchmark-only --benchmark-columns=mean,stddev,rounds
 
 (pytest-benchmark; not run by the test suite.)  The engine is ``score_maps`` (its default chunk,
-float32 maps in).  The references are what a researcher would write: a loop over images calling
+float32 maps in, the CPU kernels on; one warm-up round, so numba's one-time compilation or cache
+load is not timed).  The references are what a researcher would write: a loop over images calling
 the per-image NumPy transcriptions of tests/metrics/reference.py (SSIM: scikit-image's
 ``structural_similarity`` on min-maxed maps; AUC-Judd: the plain threshold loop; shuffled AUC:
 NumPy comparisons of the positive and negative fixation lists), on float64 arrays prepared
@@ -75,7 +76,7 @@ def arrays(inputs):
 def test_engine(benchmark, inputs, name):
     benchmark.group = name
     maps, targets = inputs
-    scores = benchmark.pedantic(score_maps, args=(maps, targets, {name: METRICS.get(name)()}), rounds=3, iterations=1)
+    scores = benchmark.pedantic(score_maps, args=(maps, targets, {name: METRICS.get(name)()}), rounds=3, iterations=1, warmup_rounds=1)
     assert torch.isfinite(scores[name]).all()
 
 
@@ -91,10 +92,21 @@ def test_engine_all(benchmark, inputs):
     benchmark.group = "all"
     maps, targets = inputs
     metrics = {name: METRICS.get(name)() for name in MAP_METRICS}
-    scores = benchmark.pedantic(score_maps, args=(maps, targets, metrics), rounds=3, iterations=1)
+    scores = benchmark.pedantic(score_maps, args=(maps, targets, metrics), rounds=3, iterations=1, warmup_rounds=1)
     assert all(torch.isfinite(values).all() for values in scores.values())
 
 
 def test_reference_all(benchmark, arrays):
     benchmark.group = "all"
     benchmark.pedantic(lambda: {name: reference_scores(name, arrays) for name in MAP_METRICS}, rounds=1, iterations=1)
+
+
+def test_engine_all_torch_code(benchmark, inputs):
+    """The engine with the CPU kernels off: the torch code every other device runs, here on the CPU."""
+    from gazebench.metrics import cpu_kernels
+
+    benchmark.group = "all"
+    maps, targets = inputs
+    metrics = {name: METRICS.get(name)() for name in MAP_METRICS}
+    with cpu_kernels.disabled():
+        benchmark.pedantic(score_maps, args=(maps, targets, metrics), rounds=3, iterations=1, warmup_rounds=1)

@@ -73,5 +73,5 @@ def test_scoring_a_batch_of_8_with_every_metric(benchmark):
     def score():
         return score_maps(maps, targets, metrics), region_shares(maps, regions)
 
-    values, _ = benchmark.pedantic(score, rounds=5, iterations=1)
+    values, _ = benchmark.pedantic(score, rounds=5, iterations=1, warmup_rounds=1)  # numba compiles or loads its kernels once per process
     assert set(values) == set(metrics)

@@ -16,7 +16,10 @@ Instead each map's value range is cut into ``VALUE_BINS`` bins (one affine map a
 monotone in s, so equal values share a bin): a pixel whose bin holds no positive value has j =
 the number of positive values in lower bins, read from a per-bin table; only pixels sharing a
 bin with a positive value are compared with it exactly.  The result is exact, ties included; no
-jitter, so it is deterministic.
+jitter, so it is deterministic.  What both metrics then need is, per map, a histogram of the codes
+(pixel counts, and the negatives' weight): on CPU tensors one fused kernel makes both in one pass
+over the pixels (``cpu_kernels.code_histograms``); elsewhere every pixel's code is computed in
+torch and scatter-added.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gazebench.metrics import cpu_kernels
 from gazebench.metrics.base import GazeTargets, Metric
 from gazebench.metrics.map_metrics import (
     _check_shapes,
@@ -65,14 +69,14 @@ class AUCJudd(Metric):
     def compute(self, maps, targets):
         _check_shapes(maps, targets.fixations)
         saliency = _flat(maps, _working_dtype(maps.device))
-        codes, positives, valid = shared_codes(targets, saliency)
-        pixels_per_code = _code_histogram(codes, torch.ones((), dtype=saliency.dtype, device=saliency.device).expand_as(codes), positives)
-        fixated_codes = codes[positives.rows, positives.pixels]
-        pixels_per_code.index_put_((positives.rows, fixated_codes), torch.full_like(fixated_codes, -1, dtype=saliency.dtype), accumulate=True)  # not negatives
+        histograms = shared_histograms(targets, saliency)
+        positives = histograms.positives
+        pixels_per_code = histograms.pixels.clone()
+        pixels_per_code[:, 3::2] -= positives.pixel_counts  # not negatives: the positive pixels of value u_k have code 2 k + 1
         credit = (pixels_per_code * _credit_table(positives, positives.pixel_counts, half_always=True)).sum(dim=1)
         n_fixated = positives.pixel_counts.sum(dim=1)
         n_negatives = saliency.shape[1] - n_fixated
-        return _result(credit / (n_fixated * n_negatives), valid & (n_fixated > 0) & (n_negatives > 0), maps)
+        return _result(credit / (n_fixated * n_negatives), histograms.valid & (n_fixated > 0) & (n_negatives > 0), maps)
 
 
 @METRICS.register("auc_shuffled")
@@ -95,10 +99,9 @@ class AUCShuffled(Metric):
     def compute(self, maps, targets):
         _check_shapes(maps, targets.fixations)
         _check_shapes(maps, targets.negatives)
-        dtype = _working_dtype(maps.device)
-        saliency, negatives = _flat(maps, dtype), _flat(targets.negatives, dtype)
-        codes, positives, valid = shared_codes(targets, saliency)
-        negatives_per_code = _code_histogram(codes, negatives, positives)
+        saliency = _flat(maps, _working_dtype(maps.device))
+        histograms = shared_histograms(targets, saliency)
+        positives, negatives_per_code, valid = histograms.positives, histograms.negatives, histograms.valid
         credit = (negatives_per_code * _credit_table(positives, positives.fixation_counts, half_always=False)).sum(dim=1)
         positive_total, negative_total = positives.fixation_counts.sum(dim=1), negatives_per_code.sum(dim=1)
         values = credit / (positive_total * negative_total)
@@ -113,45 +116,74 @@ class _Positives:
     values: torch.Tensor  # [B, K] ascending, padded with +inf
     pixel_counts: torch.Tensor  # [B, K] how many positive pixels have each value (0 in the padding)
     fixation_counts: torch.Tensor  # [B, K] their fixation counts, summed
-    bins: torch.Tensor  # [B, K] value bin of each value, 0 in the padding
-    rows: torch.Tensor  # [N] row and flat pixel index of every positive pixel
-    pixels: torch.Tensor
     all_counts: torch.Tensor  # [B] sum of every non-zero count (NaN if one is NaN)
 
 
-def shared_codes(targets: GazeTargets, saliency: torch.Tensor) -> tuple[torch.Tensor, _Positives, torch.Tensor]:
-    """[B, P] long code 2 j + [u_j == s] of every pixel, the positives, [B] map validity; memoised.
+@dataclass
+class _Histograms:
+    """Per map, the positives and, for each code 2 j + tie, how many pixels and how much negative weight have it."""
 
-    Positive pixels are those with ``fixations > 0``.
+    positives: _Positives
+    valid: torch.Tensor  # [B] bool: the map is finite and not constant
+    pixels: torch.Tensor  # [B, 2 (K + 1)] pixels of each code (positive pixels included)
+    negatives: torch.Tensor | None  # [B, 2 (K + 1)] total ``negatives`` weight of the pixels of each code
+
+
+def shared_histograms(targets: GazeTargets, saliency: torch.Tensor) -> _Histograms:
+    """The code histograms of the [B, P] maps, memoised for the chunk (positive pixels: ``fixations > 0``).
+
+    When the targets hold ``negatives``, their histogram is made in the same pass.  On CPU
+    tensors, one fused kernel (``cpu_kernels.code_histograms``, which reads the negatives in
+    their own dtype); elsewhere through every pixel's code (``_codes``).
     """
-    return memoised(targets, "auc codes", (saliency, targets.fixations), lambda: _codes(targets, saliency))
+    return memoised(targets, "auc histograms", (saliency, targets.fixations), lambda: _histograms(targets, saliency))
 
 
-def _codes(targets: GazeTargets, saliency: torch.Tensor) -> tuple[torch.Tensor, _Positives, torch.Tensor]:
+def _histograms(targets: GazeTargets, saliency: torch.Tensor) -> _Histograms:
     low, high = shared_range(targets, saliency)
     valid = _finite_non_constant_range(low, high)
+    positives = _distinct_positives(saliency, fixation_entries(targets.fixations, saliency.dtype, targets), valid)
+    negatives = None if targets.negatives is None else targets.negatives.reshape(len(saliency), -1)
+    if cpu_kernels.applies(saliency, *([] if negatives is None else [negatives])):
+        pixels, weights = cpu_kernels.code_histograms(saliency, low, high, positives.values, negatives, valid, VALUE_BINS)
+        return _Histograms(positives, valid, pixels.to(saliency.dtype), None if weights is None else weights.to(saliency.dtype))
+    codes = _codes(saliency, low, high, valid, positives)
+    ones = torch.ones((), dtype=saliency.dtype, device=saliency.device).expand_as(codes)
+    weights = None if negatives is None else _code_histogram(codes, negatives.to(saliency.dtype), positives)
+    return _Histograms(positives, valid, _code_histogram(codes, ones, positives), weights)
+
+
+def _codes(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, valid: torch.Tensor, positives: _Positives) -> torch.Tensor:
+    """[B, P] long code 2 j + [u_j == s] of every pixel (module docstring)."""
     bins = _value_bins(saliency, low, high, valid)
-    positives = _distinct_positives(saliency, fixation_entries(targets.fixations, saliency.dtype, targets), bins, valid)
+    positive_bins = _value_bins(torch.where(torch.isfinite(positives.values), positives.values, low[:, None]), low, high, valid)  # padding: bin 0
     per_bin = torch.zeros(len(saliency), VALUE_BINS, dtype=torch.long, device=saliency.device)
-    per_bin.view(-1).index_add_(0, (_row_offsets(positives.bins, VALUE_BINS) + positives.bins).view(-1), (positives.pixel_counts > 0).long().view(-1))
+    per_bin.view(-1).index_add_(0, (_row_offsets(positive_bins, VALUE_BINS) + positive_bins).view(-1), (positives.pixel_counts > 0).long().view(-1))
     below = per_bin.cumsum(dim=1).sub_(per_bin)  # distinct positive values in lower bins: j of a pixel alone in its bin
     bin_codes = torch.where(per_bin > 0, -1, 2 * below)  # -1: bins holding a positive value, resolved below,
     bin_codes[:, 0] = torch.where(per_bin[:, 0] > 0, 3, 0)  # but bin 0 holds only the minimum: its one positive value, tied (j = 1)
     codes = bin_codes.gather(1, bins)
     _resolve_shared_bins(codes, saliency, bins, below, per_bin, positives)
-    return codes, positives, valid
+    return codes
 
 
 def _value_bins(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """[B, P] long: 0 for the row's minimum, else ceil((s - min) * (VALUE_BINS - 1.5) / (max - min)).
+
+    (For a range below 1e-300, (s - min) is first multiplied by 2^600, exactly, and the scale
+    divided by it: else the scale would overflow.)
 
     Monotone in s and the same for equal values, which is all exactness needs.  Bin 0 holds
     exactly the minimum (``s - min`` is 0 only for ``s == min``), so that the ties of a plateau at
     the minimum -- the zeros of a ReLU'd map -- are resolved by the tables, not one by one.  The
     other values land in [1, VALUE_BINS - 1] (the 1.5 keeps rounding inside).  0 on invalid rows.
     """
-    scale = torch.where(valid, (VALUE_BINS - 1.5) / (high - low), 0.0)
+    spread = high - low
+    boost = torch.where(spread > 1e-300, 1.0, torch.full_like(spread, 2.0**600))  # a tinier range: scale s - min up first (exact: a power of 2), or the scale overflows
+    scale = torch.where(valid, (VALUE_BINS - 1.5) / (spread * boost), 0.0)
     difference = saliency - low[:, None]
+    if bool((boost > 1).any()):
+        difference.mul_(boost[:, None])
     bins = difference.mul_(scale[:, None]).ceil_().long()
     tiny_scale = valid & (scale < 1)  # there a product could underflow to 0 although s > min
     if bool(tiny_scale.any()):
@@ -167,7 +199,7 @@ def _row_offsets(like: torch.Tensor, width: int) -> torch.Tensor:
     return torch.arange(like.shape[0], device=like.device)[:, None] * width
 
 
-def _distinct_positives(saliency: torch.Tensor, entries: tuple, bins: torch.Tensor, valid: torch.Tensor) -> _Positives:
+def _distinct_positives(saliency: torch.Tensor, entries: tuple, valid: torch.Tensor) -> _Positives:
     """Group the positive pixels (count > 0) of each valid row by saliency value: one entry per value.
 
     ``entries``: (rows, pixels, counts) of the non-zero fixation counts.
@@ -175,11 +207,11 @@ def _distinct_positives(saliency: torch.Tensor, entries: tuple, bins: torch.Tens
     rows, pixels, counts = entries
     all_counts = _per_row_sum(counts, rows, len(saliency))
     keep = valid[rows] & (counts > 0)
-    rows, pixels, counts = rows[keep], pixels[keep], counts[keep]
-    values = saliency[rows, pixels]
+    rows, counts = rows[keep], counts[keep]
+    values = saliency[rows, pixels[keep]]
     order = torch.argsort(values, stable=True)
     order = order[torch.argsort(rows[order], stable=True)]  # by row, then by value
-    rows, pixels, values, counts = rows[order], pixels[order], values[order], counts[order]
+    rows, values, counts = rows[order], values[order], counts[order]
     starts = torch.ones_like(rows, dtype=torch.bool)
     starts[1:] = (rows[1:] != rows[:-1]) | (values[1:] != values[:-1])
     group = starts.cumsum(0) - 1
@@ -198,9 +230,6 @@ def _distinct_positives(saliency: torch.Tensor, entries: tuple, bins: torch.Tens
         values=padded(math.inf, values[starts]),
         pixel_counts=group_sum(torch.ones_like(counts)),
         fixation_counts=group_sum(counts),
-        bins=padded(0, bins[rows[starts], pixels[starts]]),
-        rows=rows,
-        pixels=pixels,
         all_counts=all_counts,
     )
 

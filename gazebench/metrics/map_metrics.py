@@ -8,7 +8,9 @@ has no float64; SSIM filters in float32, see its docstring).  A sample whose val
 -- non-finite pixels, a constant or all-zero map, an all-zero density, no fixations -- gets NaN;
 other samples of the batch are unaffected.
 
-Speed on CPU comes from touching each pixel few times: reductions instead of temporaries where
+On CPU tensors SSIM and SIM run through fused per-image kernels (``cpu_kernels``, compiled with
+numba), which the tests hold to the torch code below; the torch code runs on every other device.
+Speed on CPU also comes from touching each pixel few times: reductions instead of temporaries where
 the formula allows, dot products through BLAS on short lines (``_row_dot``), fixated pixels found
 line by line (``sparse_nonzero``) and gathered, and maps whose rows are all one map (the
 centre-bias map broadcast to the batch) reduced once.  When ``score_maps`` scores a chunk with
@@ -28,6 +30,7 @@ from typing import ClassVar, TypeVar
 import torch
 import torch.nn.functional as F
 
+from gazebench.metrics import cpu_kernels
 from gazebench.metrics.base import GazeTargets, Metric
 from gazebench.registry import METRICS
 
@@ -363,7 +366,8 @@ class SIM(Metric):
     Each is min-maxed to [0, 1] and divided by its sum -- together ``(x - min) / sum(x - min)``,
     no epsilon -- then ``SIM = sum(min(S, G))``: 1 for identical maps, 0 for disjoint ones.  As
     both sum to 1 it is computed as ``1 - sum|S - G| / 2``, clamped to [0, 1] to absorb rounding.
-    NaN for non-finite pixels or a constant map or density (an all-zero one included).
+    NaN for non-finite pixels or a constant map or density (an all-zero one included).  On CPU
+    tensors the sum of ``|S - G|`` is one fused pass (``cpu_kernels.shifted_l1_distances``).
     """
 
     name = "sim"
@@ -381,6 +385,10 @@ class SIM(Metric):
         saliency_total, gaze_total = shared_shifted_total(targets, saliency), shared_shifted_total(targets, gaze)
         # With S = s' / Ts, G = g' / Tg (s' = s - min, ...): sum|S - G| = sum|s' - g' Ts / Tg| / Ts
         ratio = saliency_total / gaze_total
+        if cpu_kernels.applies(saliency, gaze):
+            distance = cpu_kernels.shifted_l1_distances(saliency, gaze, saliency_low, gaze_low, ratio)
+            values = 1 - distance / (2 * saliency_total)
+            return _result(values.clamp(0.0, 1.0), valid, maps)
         if _little_cancellation(saliency_low, saliency_total, saliency.shape[1]) and _little_cancellation(gaze_low, gaze_total, gaze.shape[1]):
             # s' - g' Ts / Tg = s - g Ts / Tg - (min s - min g Ts / Tg): one pass, no shifted copies
             difference = torch.addcmul(saliency, gaze, ratio[:, None], value=-1).sub_((saliency_low - gaze_low * ratio)[:, None])
@@ -479,9 +487,10 @@ class SSIM(Metric):
     a 'valid' convolution.  Matches ``skimage.metrics.structural_similarity(s, g,
     gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)`` on the
     min-maxed maps (``structural_similarity(s, g, data_range=1.0)`` for the uniform window)
-    to ~1e-7: the filtering and the per-pixel formula run in float32 (a depthwise convolution,
-    10x faster than any float64 filter on CPU) on maps first centred on their mean in float64,
-    which keeps the float32 moments small; the mean over pixels is accumulated in float64.
+    to ~1e-7: the filtering and the per-pixel formula run in float32 (on CPU tensors a fused
+    per-image kernel, ``cpu_kernels.ssim_means``; elsewhere a depthwise convolution) on maps first
+    centred on their mean in float64, which keeps the float32 moments small; the mean over pixels
+    is accumulated in float64.
     NaN for non-finite pixels, an all-zero map or density, and, with ``minmax``, a constant one.
     """
 
@@ -509,10 +518,16 @@ class SSIM(Metric):
         valid = _ssim_defined(*ranges[0], self.settings["minmax"]) & _ssim_defined(*ranges[1], self.settings["minmax"])
         means = [shared_sum(targets, image) / image.shape[1] for image in images]
         c2 = (SSIM_K2 * self.settings["data_range"]) ** 2 / covariance_norm
+        affine = [_centring(low, high, mean, self.settings["minmax"]) for (low, high), mean in zip(ranges, means)]
+        if cpu_kernels.applies(maps, density):
+            c1 = (SSIM_K1 * self.settings["data_range"]) ** 2
+            table = torch.stack([column for slot in affine for column in slot], dim=1)
+            values = cpu_kernels.ssim_means(maps, density, table, window, c1, (c2, c2 / 2), valid)
+            return _result(values, valid, maps)
         values = torch.empty(len(maps), dtype=dtype, device=maps.device)
         for part in _ssim_batches(len(maps), maps.shape[1] * maps.shape[2], maps.device):
-            pick = [image[part] for image in images], [(low[part], high[part]) for low, high in ranges], [mean[part] for mean in means]
-            moments, offsets = _moment_stack(*pick, maps.shape[1:], self.settings["minmax"], c2)
+            pick = [image[part] for image in images], [tuple(column[part] for column in slot) for slot in affine]
+            moments, offsets = _moment_stack(*pick, maps.shape[1:], c2)
             values[part] = _mean_ssim(_filter_valid(moments, window), offsets, self.settings["data_range"])
         return _result(values, valid, maps)
 
@@ -555,29 +570,37 @@ def _ssim_batches(n_maps: int, n_pixels: int, device: torch.device) -> list[slic
     return [slice(start, min(start + per_batch, n_maps)) for start in range(0, n_maps, per_batch)]
 
 
-def _moment_stack(images: list[torch.Tensor], ranges: list, means: list[torch.Tensor], size: tuple[int, int], minmax: bool, c2: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _centring(low: torch.Tensor, high: torch.Tensor, image_mean: torch.Tensor, minmax: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B] (scale, shift, mean) of the affine map ``scale * x + shift`` that min-maxes the maps (if
+    ``minmax``) and centres them on their mean, and that mean (of the min-maxed maps), in float64.
+
+    Centring keeps SSIM's float32 moments small; the means go back into the local means.
+    """
+    if not minmax:
+        return torch.ones_like(low), -image_mean, image_mean
+    scale = 1 / (high - low)
+    mean = (image_mean - low) * scale
+    return scale, -mean - low * scale, mean
+
+
+def _moment_stack(images: list[torch.Tensor], affine: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], size: tuple[int, int], c2: float) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 [1, 4B, H, W] (channels last) holding x, y, x*x + y*y + c2, x*y + c2/2, moment-major; and [2, B] offsets.
 
-    x and y ([B, H*W], min-maxed to [0, 1] if asked) are centred on their mean in float64 (from
-    ``means``, the raw images' [B] pixel means) -- one affine map a*x + b -- before the cast,
-    which keeps the float32 moments small; the offsets (their means) go back into the local
-    means in ``_mean_ssim``.  x*x and y*y are only ever
-    needed summed.  The constants ``c2`` (C2 over the covariance normalisation) survive the
-    filtering (the window sums to 1), which spares two passes over the filtered moments.  One
-    buffer so that one depthwise convolution filters all four; filled band by band of rows, the
-    affine map computed in float64 and rounded once on store.
+    x and y ([B, H*W]) are mapped by their ``affine`` (``_centring``: min-maxed if asked, centred
+    on their mean) in float64 before the cast; the offsets (their means) go back into the local
+    means in ``_mean_ssim``.  x*x and y*y are only ever needed summed.  The constants ``c2`` (C2
+    over the covariance normalisation) survive the filtering (the window sums to 1), which spares
+    two passes over the filtered moments.  One buffer so that one depthwise convolution filters
+    all four; filled band by band of rows, the affine map computed in float64 and rounded once on
+    store.
     """
     batch, (height, width) = images[0].shape[0], size
     stack = torch.empty((1, height, width, 4 * batch), dtype=torch.float32, device=images[0].device).permute(0, 3, 1, 2)
     planes = stack[0].unflatten(0, (4, batch))  # [4, B, H, W] views
     constants = torch.tensor([c2, c2 / 2], dtype=torch.float32, device=stack.device)
-    affine = []
-    for low, high, image_mean in ((*ranges[slot], means[slot]) for slot in range(2)):
-        scale = 1 / (high - low) if minmax else torch.ones_like(low)
-        mean = (image_mean - low) * scale if minmax else image_mean
-        affine.append((scale[:, None, None], (-mean - low * scale if minmax else -mean)[:, None, None], mean))
+    coefficients = [(scale[:, None, None], shift[:, None, None]) for scale, shift, _ in affine]
     for band in _row_bands(height, width * batch * (4 * 4 + 2 * 8)):  # float32 stack row and float64 source rows
-        for slot, (scale, shift, _) in enumerate(affine):
+        for slot, (scale, shift) in enumerate(coefficients):
             torch.addcmul(shift, images[slot].view(batch, height, width)[:, band], scale, out=planes[slot, :, band])
         x, y = planes[0, :, band], planes[1, :, band]
         torch.addcmul(constants[0], x, x, out=planes[2, :, band]).addcmul_(y, y)

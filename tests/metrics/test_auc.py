@@ -18,6 +18,8 @@ from tests.metrics.reference import (
     random_arrays,
 )
 
+pytestmark = pytest.mark.usefixtures("scoring_path")  # each test on the CPU kernels and on the torch code
+
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 

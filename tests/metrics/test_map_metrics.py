@@ -37,6 +37,8 @@ from tests.metrics.reference import (
     ssim_reference,
 )
 
+pytestmark = pytest.mark.usefixtures("scoring_path")  # each test on the CPU kernels and on the torch code
+
 SHAPES = [(3, 16, 16), (2, 20, 33), (4, 32, 24)]
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 MAP_METRICS = sorted(REFERENCES)  # every metric with a NumPy reference: all but the localisation ones

@@ -12,6 +12,8 @@ from gazebench.metrics.scoring import CPU_CHUNK, ChunkTargets, score_maps
 from gazebench.registry import METRICS
 from tests.metrics.reference import REFERENCES, random_arrays
 
+pytestmark = pytest.mark.usefixtures("scoring_path")  # each test on the CPU kernels and on the torch code
+
 
 def inputs(shape=(7, 12, 12), seed=0, levels=None):
     arrays = random_arrays(shape, seed=seed, levels=levels)
