@@ -89,7 +89,7 @@ def _filter(source, start, step, window, out):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def code_histograms(saliency, low, high, values, negatives, valid, bins, counts, weights):  # pragma: no cover - compiled
+def code_histograms(saliency, low, boost, scale, values, negatives, valid, bins, counts, weights):  # pragma: no cover - compiled
     """Per row of saliency [B, P], the pixel count (and negatives weight, when ``negatives`` has
     rows) of each code 2 j + tie, j = #{positive values <= s}; see ``cpu_kernels.code_histograms``.
 
@@ -101,13 +101,11 @@ def code_histograms(saliency, low, high, values, negatives, valid, bins, counts,
     for image in prange(n):
         if not valid[image]:
             continue
-        lowest = low[image]
-        boost = 1.0 if high[image] - lowest > 1e-300 else 2.0**600  # a tinier range: scale s - min up first (exact: a power of 2)
-        scale = (bins - 1.5) / ((high[image] - lowest) * boost)
+        lowest, row_boost, row_scale = low[image], boost[image], scale[image]
         in_bin = np.zeros(bins, dtype=np.int64)
         n_values = 0
         while n_values < values.shape[1] and math.isfinite(values[image, n_values]):
-            in_bin[_bin(values[image, n_values], lowest, boost, scale, bins)] += 1
+            in_bin[_bin(values[image, n_values], lowest, row_boost, row_scale, bins)] += 1
             n_values += 1
         below = np.zeros(bins, dtype=np.int64)  # positive values in lower bins
         bin_code = np.empty(bins, dtype=np.int64)
@@ -117,7 +115,7 @@ def code_histograms(saliency, low, high, values, negatives, valid, bins, counts,
             bin_code[b] = 2 * below[b] if in_bin[b] == 0 else -1
         for p in range(n_pixels):
             s = np.float64(saliency[image, p])
-            b = _bin(s, lowest, boost, scale, bins)
+            b = _bin(s, lowest, row_boost, row_scale, bins)
             code = bin_code[b]
             if code < 0:
                 j = below[b]

@@ -145,7 +145,7 @@ def _histograms(targets: GazeTargets, saliency: torch.Tensor) -> _Histograms:
     positives = _distinct_positives(saliency, fixation_entries(targets.fixations, saliency.dtype, targets), valid)
     negatives = None if targets.negatives is None else targets.negatives.reshape(len(saliency), -1)
     if cpu_kernels.applies(saliency, *([] if negatives is None else [negatives])):
-        pixels, weights = cpu_kernels.code_histograms(saliency, low, high, positives.values, negatives, valid, VALUE_BINS)
+        pixels, weights = cpu_kernels.code_histograms(saliency, low, *bin_scales(low, high, valid), positives.values, negatives, valid, VALUE_BINS)
         return _Histograms(positives, valid, pixels.to(saliency.dtype), None if weights is None else weights.to(saliency.dtype))
     codes = _codes(saliency, low, high, valid, positives)
     ones = torch.ones((), dtype=saliency.dtype, device=saliency.device).expand_as(codes)
@@ -178,9 +178,7 @@ def _value_bins(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, v
     the minimum -- the zeros of a ReLU'd map -- are resolved by the tables, not one by one.  The
     other values land in [1, VALUE_BINS - 1] (the 1.5 keeps rounding inside).  0 on invalid rows.
     """
-    spread = high - low
-    boost = torch.where(spread > 1e-300, 1.0, torch.full_like(spread, 2.0**600))  # a tinier range: scale s - min up first (exact: a power of 2), or the scale overflows
-    scale = torch.where(valid, (VALUE_BINS - 1.5) / (spread * boost), 0.0)
+    boost, scale = bin_scales(low, high, valid)
     difference = saliency - low[:, None]
     if bool((boost > 1).any()):
         difference.mul_(boost[:, None])
@@ -192,6 +190,18 @@ def _value_bins(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, v
     if not bool(valid.all()):
         bins[~valid] = 0  # NaN / inf rows
     return bins
+
+
+def bin_scales(low: torch.Tensor, high: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B] (boost, scale) of each map's value bins: bin = ceil((s - min) * boost * scale).
+
+    ``boost`` is 1, or 2^600 for a range below 1e-300 (multiplying s - min by it is exact), whose
+    ``(VALUE_BINS - 1.5) / range`` would overflow; ``scale`` is 0 on invalid rows.  Both paths
+    (``_value_bins`` and ``cpu_kernels.code_histograms``) bin with these.
+    """
+    spread = high - low
+    boost = torch.where(spread > 1e-300, 1.0, torch.full_like(spread, 2.0**600))
+    return boost, torch.where(valid, (VALUE_BINS - 1.5) / (spread * boost), 0.0)
 
 
 def _row_offsets(like: torch.Tensor, width: int) -> torch.Tensor:

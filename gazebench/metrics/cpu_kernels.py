@@ -74,23 +74,24 @@ def ssim_means(x: torch.Tensor, y: torch.Tensor, affine: torch.Tensor, window: t
 
 
 def code_histograms(
-    saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, values: torch.Tensor, negatives: torch.Tensor | None, valid: torch.Tensor, bins: int
+    saliency: torch.Tensor, low: torch.Tensor, boost: torch.Tensor, scale: torch.Tensor, values: torch.Tensor, negatives: torch.Tensor | None, valid: torch.Tensor, bins: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per map of [B, P], the pixel count and the ``negatives`` weight of each AUC code 2 j + tie.
 
     ``values`` [B, K]: each map's distinct positive saliency values, ascending, padded with +inf;
-    ``low``/``high``: the maps' minimum and maximum; ``bins``: value bins of each map's range (see
-    ``auc``).  Returns [B, 2 (K + 1)] float64 tables (the second None without ``negatives``);
-    zero on rows that are not ``valid``.
+    ``low``: the maps' minimum; ``boost``, ``scale``: their value bins' (``auc.bin_scales``);
+    ``bins``: how many.  Returns [B, 2 (K + 1)] float64 tables (the second None without
+    ``negatives``); zero on rows that are not ``valid``.
     """
     from gazebench.metrics import _numba_kernels as kernels
 
     _threads()
-    width = 2 * (values.shape[1] + 1)
-    counts = np.zeros((saliency.shape[0], width), dtype=np.float64)
-    weights = np.zeros((saliency.shape[0], width), dtype=np.float64) if negatives is not None else np.zeros((0, width), dtype=np.float64)
-    negatives_array = _numpy(negatives) if negatives is not None else np.zeros((0, saliency.shape[1]), dtype=_numpy(saliency).dtype)
-    kernels.code_histograms(_numpy(saliency), _numpy(low.to(torch.float64)), _numpy(high.to(torch.float64)), _numpy(values.to(torch.float64)), negatives_array, _numpy(valid), bins, counts, weights)
+    shape = (saliency.shape[0], 2 * (values.shape[1] + 1))
+    counts = np.zeros(shape, dtype=np.float64)
+    weights = np.zeros(shape if negatives is not None else (0, shape[1]), dtype=np.float64)
+    negatives_array = _numpy(negatives) if negatives is not None else np.zeros((0, 0), dtype=np.float64)
+    per_map = (_numpy(t.to(torch.float64)) for t in (low, boost, scale, values))
+    kernels.code_histograms(_numpy(saliency), *per_map, negatives_array, _numpy(valid), bins, counts, weights)
     return torch.from_numpy(counts), (torch.from_numpy(weights) if negatives is not None else None)
 
 
