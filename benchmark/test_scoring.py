@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from gazebench.metrics.base import GazeTargets
 from gazebench.metrics.centre_bias import mean_density
-from gazebench.metrics.map_metrics import gaussian_window
 from gazebench.metrics.scoring import score_maps
+from gazebench.metrics.ssim import gaussian_window
 from gazebench.registry import METRICS
 from tests.metrics.reference import reference_scores
 

@@ -2,7 +2,8 @@
 
 ``wrap_model`` turns any classifier ``nn.Module`` into a ``ModelAdapter`` (how its input is
 prepared, which layer CAM methods use); ``run_benchmark`` scores its saliency maps against
-gaze exactly as ``gazebench run`` does (same engine, same run directory, same leaderboard)::
+gaze exactly as ``gazebench run`` does (the same ``benchmark`` call, run directory and
+report); ``sanity_check`` is ``gazebench sanity``::
 
     import torch
     from torch import nn
@@ -29,7 +30,7 @@ gaze exactly as ``gazebench run`` does (same engine, same run directory, same le
 
 ``cam_layer`` is a module inside the model, its dotted name (``"features"``,
 ``"layer4.1"``), or ``None`` for gazebench's rule (the last module that outputs a 4-D feature
-map, see gazebench/models/generic.py).  ``mean``/``std`` are per input channel: the grey
+map, see gazebench/models/cam_layer.py).  ``mean``/``std`` are per input channel: the grey
 radiograph in [0, 1] is repeated to ``len(mean)`` channels and normalised, so a 1-channel
 model takes ``mean=(m,), std=(s,)``.  A model whose classes differ from the data's takes a
 label map (``run_benchmark(..., label_map="my_map.yaml")``, see
@@ -41,7 +42,6 @@ same weights are recognisably the same model.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Sequence
@@ -50,13 +50,24 @@ import pandas as pd
 import torch
 from torch import nn
 
+from gazebench.aggregate.sanity import (
+    DEFAULT_THRESHOLD,
+    SanityResult,
+    summarise_cascade,
+)
+from gazebench.bootstrap import BOOTSTRAP
 from gazebench.errors import UserError
 from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
-from gazebench.models.generic import find_cam_layer, named_cam_layer, state_dict_sha256
-from gazebench.models.label_map import map_adapter
+from gazebench.models.cam_layer import find_cam_layer, named_cam_layer
+from gazebench.models.checkpoint import state_dict_sha256
+from gazebench.report.run_outputs import write_run_outputs
+from gazebench.report.sanity import write_outputs
+from gazebench.run.engine import benchmark
+from gazebench.run.request import LoadedModel, RunRequest
+from gazebench.run.sanity import cascade_config, run_cascade
 
 ACTIVATIONS = ("sigmoid", "softmax")
-FIXED_FIELDS = {"model", "methods", "metrics", "out", "data", "root", "split", "checkpoint", "label_map", "all_metrics"}  # set by run_benchmark itself
+FIXED_FIELDS = {"data", "root", "split", "checkpoint", "label_map"}  # run_benchmark's own parameters (checkpoint: the adapter is in memory)
 
 
 def wrap_model(
@@ -141,38 +152,46 @@ def run_benchmark(
 ) -> pd.DataFrame:
     """Score ``adapter``'s maps against gaze on ``data``; fill the run directory ``out``; return the leaderboard.
 
-    ``options`` are the other fields of ``gazebench.engine.RunRequest`` (``images_root``,
+    ``options`` are the other fields of ``gazebench.run.request.RunRequest`` (``images_root``,
     ``target``, ``device``, ``batch_size``, ``limit``, ``seed``, ``grid``, ``gaze_sigma``,
-    ``labels``).  ``out`` defaults to ``runs/<adapter name>-<data>-<split>-seed<seed>``; running
-    again with the same ``out`` resumes.  ``label_map`` (a YAML path, a mapping or a LabelMap)
-    maps the data's classes onto the model's outputs when they differ.
+    ``labels``).  ``out`` defaults to ``runs/<adapter name>-<data>-<split>-seed<seed>`` (the
+    name made file-safe, as ``gazebench run`` does); running again with the same ``out``
+    resumes.  ``label_map`` (a YAML path, a mapping or a LabelMap) maps the data's classes onto
+    the model's outputs when they differ.
     """
-    from gazebench.engine import RunRequest, execute_run, open_run_dataset, prepare_run
-    from gazebench.registry import DATASETS, METHODS, METRICS
-
-    allowed = sorted(field.name for field in dataclasses.fields(RunRequest) if field.name not in FIXED_FIELDS)
+    allowed = [name for name in RunRequest.option_names() if name not in FIXED_FIELDS]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise UserError(f"run_benchmark: unknown options {unknown}; choose from: {', '.join(allowed)}")
-    DATASETS.get(data)
-    seed = options.get("seed", 0)
-    request = RunRequest(
-        model=adapter.name,
-        methods=METHODS.resolve_list(as_spec(methods)),
-        metrics=METRICS.resolve_list(as_spec(metrics)),
-        all_metrics=as_spec(metrics).strip() == "all",
-        out=Path(out) if out is not None else Path("runs") / f"{adapter.name}-{data}-{split}-seed{seed}",
-        data=data,
-        root=Path(root) if root is not None else None,
-        split=split,
-        **{key: Path(value) if key == "images_root" and value is not None else value for key, value in options.items()},
-    )
-    dataset = open_run_dataset(request)
-    mapped = map_adapter(adapter, dataset.class_names, label_map, target=request.target)
-    prepared = prepare_run(request, dataset, mapped, state_dict_sha256(adapter.module))
-    return execute_run(prepared)
+    request = RunRequest.create(adapter.name, methods, metrics, out, data=data, root=root, split=split, label_map=label_map, **options)
+    benchmark(request, LoadedModel(adapter, None, state_dict_sha256(adapter.module)))
+    return write_run_outputs(request.out)
 
 
-def as_spec(names: str | Sequence[str]) -> str:
-    """``"a,b"``, ``"all"`` or a list of names -> the registry's comma form."""
-    return names if isinstance(names, str) else ",".join(names)
+def sanity_check(
+    adapter: ModelAdapter,
+    dataset,
+    methods: list[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    out: str | os.PathLike | None = None,
+    config: dict | None = None,
+    **options,
+) -> SanityResult:
+    """The cascading randomisation test (``gazebench sanity``) of ``adapter`` on ``dataset``.
+
+    ``options`` are ``gazebench.run.sanity.run_cascade``'s: ``limit`` (first images, default
+    16), ``batch_size``, ``device``, ``seed``, ``steps`` (default 8).  Computes the cascade,
+    summarises it with patient-bootstrap CIs and verdicts (``gazebench.aggregate.sanity``: a
+    method fails when its mean Spearman similarity at full randomisation is above
+    ``threshold``) and, with ``out``, writes sanity.csv, sanity.md, sanity.png and config.yaml
+    there (``gazebench.report.sanity``), each file atomically.  ``config``: what the caller
+    knows beyond these arguments (model name, checkpoint), recorded in config.yaml.
+    """
+    cascade = run_cascade(adapter, dataset, methods, **options)
+    seed = cascade.settings["seed"]
+    result = summarise_cascade(cascade.values, cascade.groups, cascade.unused_layers, cascade.warnings, threshold, seed)
+    if out is not None:
+        result.out = Path(out)
+        record = {**cascade_config(cascade, dataset, config), "threshold": threshold, "bootstrap": {**BOOTSTRAP, "seed": seed}}
+        write_outputs(result, result.out, record)
+    return result

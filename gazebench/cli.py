@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from gazebench.data import DEFAULT_SYNTH_N
+from gazebench.device import DEVICE_CHOICES
 from gazebench.errors import UserError
-from gazebench.paths import safe_name
 from gazebench.registry import DATASETS, METHODS, METRICS, MODELS
 
 REGISTRIES = {"methods": METHODS, "models": MODELS, "metrics": METRICS, "datasets": DATASETS}
@@ -74,46 +74,29 @@ def data_options(function):
 @click.option("--methods", default="all", show_default=True, help="'all' or a comma list of methods.")
 @click.option("--metrics", default="all", show_default=True, help="'all' or a comma list of metrics.")
 @click.option("--target", type=click.Choice(["label", "pred"]), default="label", show_default=True, help="Class the maps explain.")
-@click.option("--label-map", type=click.Path(path_type=Path), help="YAML mapping the data's classes to the model's outputs (default: baselines/label_maps.yaml when it fits).")
+@click.option("--label-map", type=click.Path(path_type=Path), help="YAML mapping the data's classes to the model's outputs (default: the package's gazebench/resources/label_maps/label_maps.yaml when it fits).")
 @click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default="test", show_default=True, help="Which images to score.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<model>-<data>-<split>-seed<seed>); reusing one resumes it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, target, label_map, split, device, batch_size, limit, out, seed) -> None:
     """Compute saliency maps, score them against gaze, and print the leaderboard."""
-    from gazebench.engine import RunRequest, execute_run, open_run_dataset, prepare_run
-    from gazebench.leaderboard import format_markdown
-    from gazebench.models.jobs import adapter_for_run
+    from gazebench.models.training.jobs import adapter_for_run
+    from gazebench.report.leaderboard import format_markdown
+    from gazebench.report.run_outputs import write_run_outputs
+    from gazebench.run.engine import benchmark
+    from gazebench.run.request import LoadedModel, RunRequest
 
     DATASETS.get(data)
     MODELS.get(model)
-    request = RunRequest(
-        model=model,
-        methods=METHODS.resolve_list(methods),
-        metrics=METRICS.resolve_list(metrics),
-        all_metrics=metrics.strip() == "all",
-        out=out or Path("runs") / f"{safe_name(model)}-{data}-{split}-seed{seed}",
-        data=data,
-        root=root,
-        images_root=images_root,
-        split=split,
-        checkpoint=checkpoint,
-        target=target,
-        device=device,
-        batch_size=batch_size,
-        limit=limit,
-        seed=seed,
-        gaze_sigma=gaze_sigma,
-        labels=labels,
-        label_map=label_map,
+    request = RunRequest.create(
+        model, methods, metrics, out, data=data, root=root, images_root=images_root, split=split, checkpoint=checkpoint, target=target,
+        device=device, batch_size=batch_size, limit=limit, seed=seed, gaze_sigma=gaze_sigma, labels=labels, label_map=label_map,
     )
-    dataset = open_run_dataset(request)
-    adapter, request.checkpoint, sha256 = adapter_for_run(model, checkpoint, data, root, images_root)
-    prepared = prepare_run(request, dataset, adapter, sha256)
-    leaderboard = execute_run(prepared)
-    click.echo(format_markdown(leaderboard))
+    benchmark(request, lambda: LoadedModel(*adapter_for_run(model, checkpoint, data, root, images_root, device)))
+    click.echo(format_markdown(write_run_outputs(request.out)))
     click.echo(f"\nrun directory: {request.out} (leaderboard.csv, leaderboard.md, scores/, run.log)")
 
 
@@ -123,20 +106,23 @@ def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods,
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's number of epochs.")
 @click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True, help="Repeat to train several seeds (checkpoints <out stem>-seed<N>.pt) and see their spread.")
 @click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write (default for the embedded data: the model cache that `run` uses).")
-def train(model, data, root, images_root, gaze_sigma, labels, epochs, seeds, out) -> None:
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
+def train(model, data, root, images_root, gaze_sigma, labels, epochs, seeds, out, device) -> None:
     """Train a model (checkpoint picked on dev, never test) and report its test AUROC.
 
     The recipe is the model's default for the dataset: ``embedded`` (CPU-sized) for the
     synthetic data, the paper's for real data."""
-    from gazebench.models.jobs import seed_checkpoint, seeds_summary, train_job
+    from gazebench.device import resolve_device
+    from gazebench.models.training.jobs import seed_checkpoint, seeds_summary, train_job
 
     DATASETS.get(data)
     MODELS.get(model)
     seeds = list(dict.fromkeys(seeds))
+    device = resolve_device(device)
     reports = []
     for seed in seeds:
         target = seed_checkpoint(out, seed, len(seeds) > 1) if out else None
-        reports.append(train_job(model, data, root, images_root, epochs, seed, target, gaze_sigma=gaze_sigma, labels=labels))
+        reports.append(train_job(model, data, root, images_root, epochs, seed, target, device=device, gaze_sigma=gaze_sigma, labels=labels))
         click.echo(reports[-1].summary())
     if len(reports) > 1:
         click.echo(seeds_summary(reports))
@@ -217,14 +203,16 @@ def list_registered(kind) -> None:
 @click.option("--masks", type=click.Path(path_type=Path), help="Localisation masks, a 0/1 .npy array [N, H, W]: enables iou and hit_rate.")
 @click.option("--centre-bias", type=click.Path(path_type=Path), help="Centre-bias map, a .npy array [H, W] (default: a centred Gaussian, sigma = a quarter of the side).")
 @click.option("--metrics", default="all", show_default=True, help="'all' (every metric the inputs allow) or a comma list.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV to write: one row per map, one column per metric.")
 def score(saliency, gaze, fixations, masks, centre_bias, metrics, device, out) -> None:
     """Score saliency maps made by any tool against gaze, with gazebench's metrics."""
-    from gazebench.engine import resolve_device
-    from gazebench.score_arrays import ScoreInputs, score_files, summary_markdown
+    from gazebench.device import resolve_device
+    from gazebench.report.arrays import summary_markdown, write_scores
+    from gazebench.run.arrays import ScoreInputs, score_arrays
 
-    table = score_files(ScoreInputs(saliency, gaze, fixations, masks, centre_bias), metrics, out, resolve_device(device))
+    table = score_arrays(ScoreInputs(saliency, gaze, fixations, masks, centre_bias), metrics, resolve_device(device))
+    write_scores(table, out)
     click.echo(summary_markdown(table))
     click.echo(f"wrote {len(table)} rows to {out}")
 
@@ -235,17 +223,12 @@ def score(saliency, gaze, fixations, masks, centre_bias, metrics, device, out) -
 @click.option("--seed", type=int, help="Bootstrap seed (default: the first run's).")
 def leaderboard_command(run_dirs, output_format, seed) -> None:
     """One leaderboard over several runs (e.g. several models on the same images), with paired comparisons."""
-    import yaml
-
-    from gazebench.engine import rank
-    from gazebench.leaderboard import combine_runs, format_latex, format_markdown
+    from gazebench.aggregate.leaderboard import rank
+    from gazebench.aggregate.runs import combine_runs, run_seed
+    from gazebench.report.leaderboard import format_latex, format_markdown
 
     rows = combine_runs(list(run_dirs))
-    first_config = Path(run_dirs[0]) / "config.yaml"
-    if seed is None:
-        config = yaml.safe_load(first_config.read_text()) if first_config.is_file() else None
-        seed = (config or {}).get("bootstrap", {}).get("seed", 0)
-    board, _ = rank(rows, seed)
+    board, _ = rank(rows, run_seed(Path(run_dirs[0])) if seed is None else seed)
     formats = {"md": format_markdown, "csv": lambda b: b.to_csv(index=False), "tex": format_latex}
     click.echo(formats[output_format](board))
 
@@ -259,24 +242,26 @@ def leaderboard_command(run_dirs, output_format, seed) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=16, show_default=True, help="Use the first N images of the split.")
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True, help="At most this many randomisation steps (layers grouped contiguously).")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="A method fails when its mean Spearman similarity at full randomisation is above this.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: runs/sanity-<model>-<data>-<split>-seed<seed>).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def sanity(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, split, limit, steps, threshold, device, batch_size, out, seed) -> None:
     """Randomise the model's layers from the output down; do the maps change? (Adebayo et al. 2018)"""
-    from gazebench.engine import RunRequest, open_run_dataset
-    from gazebench.models.jobs import adapter_for_run
-    from gazebench.sanity import format_markdown, run_sanity_check
+    from gazebench.api import sanity_check
+    from gazebench.models.training.jobs import adapter_for_run
+    from gazebench.report.sanity import format_markdown
+    from gazebench.run.engine import open_run_dataset
+    from gazebench.run.request import RunRequest, default_out
 
     DATASETS.get(data)
     MODELS.get(model)
-    out = out or Path("runs") / f"sanity-{safe_name(model)}-{data}-{split}-seed{seed}"
+    out = out or default_out(model, data, split, seed, kind="sanity")
     request = RunRequest(model=model, methods=METHODS.resolve_list(methods), metrics=[], out=out, data=data, root=root, images_root=images_root, split=split, gaze_sigma=gaze_sigma, labels=labels)
     dataset = open_run_dataset(request)
-    adapter, checkpoint, sha256 = adapter_for_run(model, checkpoint, data, root, images_root)
+    adapter, checkpoint, sha256 = adapter_for_run(model, checkpoint, data, root, images_root, device)
     record = {"model": {"name": model, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256}}
-    result = run_sanity_check(adapter, dataset, request.methods, limit, batch_size, device, seed, steps, threshold, out, config=record)
+    result = sanity_check(adapter, dataset, request.methods, threshold, out, config=record, limit=limit, batch_size=batch_size, device=device, seed=seed, steps=steps)
     click.echo(format_markdown(result))
     click.echo(f"sanity check written to {out} (sanity.csv, sanity.md, sanity.png, config.yaml)")
 

@@ -148,9 +148,10 @@ MODELS = Registry(
         "gazebench.models.heatmap_generator",
         "gazebench.models.densenet",
         "gazebench.models.mimic_guided",
-        "gazebench.models.generic",
+        "gazebench.models.torchvision_family",
+        "gazebench.models.timm_family",
         "gazebench.models.xrv",
     ),
 )
-METRICS = Registry("metrics", ("gazebench.metrics.map_metrics", "gazebench.metrics.auc", "gazebench.metrics.centre_bias", "gazebench.metrics.localisation"))
+METRICS = Registry("metrics", ("gazebench.metrics.map_metrics", "gazebench.metrics.ssim", "gazebench.metrics.auc", "gazebench.metrics.centre_bias", "gazebench.metrics.localisation"))
 DATASETS = Registry("datasets", ("gazebench.data.datasets",))

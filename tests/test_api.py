@@ -1,5 +1,6 @@
 """The Python API: wrap a model that exists only as code, benchmark it, find the run directory."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 
 from gazebench.api import run_benchmark, wrap_model
 from gazebench.errors import UserError
-from gazebench.models.generic import state_dict_sha256
+from gazebench.models.checkpoint import state_dict_sha256
 
 CLASSES = ["Normal", "CHF", "pneumonia"]
 
@@ -101,3 +102,32 @@ def test_run_benchmark_rejects_unknown_options_and_names(tiny_synth, tmp_path):
     with pytest.raises(UserError, match=r"unknown method 'nope'"):
         run_benchmark(adapter, root=tiny_synth, methods="saliency,nope", out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_api_and_cli_default_to_the_same_run_directory(tiny_synth, tmp_path, monkeypatch):
+    """``torchvision:resnet50``: both front doors make ``runs/torchvision__resnet50-...`` (no ':' in a folder name)."""
+    from click.testing import CliRunner
+
+    from gazebench.cli import main
+    from gazebench.models.checkpoint import save_checkpoint
+    from gazebench.registry import MODELS
+
+    torch.manual_seed(0)
+    adapter = MODELS.get("torchvision:resnet50").build_adapter(class_names=CLASSES, input_size=32)
+    checkpoint = save_checkpoint(tmp_path / "resnet50.pt", "torchvision:resnet50", adapter.module.state_dict(), {"model": adapter.config}, CLASSES)
+    options = {"split": "all", "methods": "saliency", "metrics": "nss", "limit": "2"}
+    for front_door in ("cli", "api"):
+        (tmp_path / front_door).mkdir()
+        monkeypatch.chdir(tmp_path / front_door)
+        if front_door == "cli":
+            arguments = ["run", "--model", "torchvision:resnet50", "--checkpoint", str(checkpoint), "--root", str(tiny_synth)]
+            result = CliRunner().invoke(main, arguments + [f"--{key}={value}" for key, value in options.items()])
+            assert result.exit_code == 0, result.output
+        else:
+            run_benchmark(adapter, root=tiny_synth, **{**options, "limit": 2})
+    expected = "torchvision__resnet50-synth-all-seed0"
+    for front_door in ("cli", "api"):
+        runs = tmp_path / front_door / "runs"
+        assert [path.name for path in runs.iterdir()] == [expected] and (runs / expected / "leaderboard.csv").is_file()
+    cli_scores, api_scores = (pd.read_parquet(tmp_path / door / "runs" / expected / "scores") for door in ("cli", "api"))
+    np.testing.assert_array_equal(cli_scores.value, api_scores.value)  # the same weights give the same numbers through either door

@@ -1,11 +1,10 @@
-"""baselines/: one recipe file per registered model, and the studies' reported numbers."""
-
-from importlib import resources
+"""gazebench/resources: one recipe file per registered model, and the studies' reported numbers."""
 
 import yaml
 
-from gazebench.models.recipes import read_recipes
+from gazebench.models.training.recipes import read_recipes
 from gazebench.registry import MODELS
+from gazebench.resources import resource
 
 
 def test_every_registered_model_has_a_paper_or_set_recipe_and_an_embedded_one():
@@ -19,7 +18,7 @@ def test_every_registered_model_has_a_paper_or_set_recipe_and_an_embedded_one():
 
 
 def test_reported_numbers_are_machine_readable():
-    reported = yaml.safe_load(resources.files("gazebench.baselines").joinpath("reported.yaml").read_text())
+    reported = yaml.safe_load(resource("reported", "reported.yaml").read_text(encoding="utf-8"))
     auroc = reported["karargyris2021"]["auroc"]
     assert auroc["unet_gaze"] == {"Normal": 0.906, "CHF": 0.889, "pneumonia": 0.789, "mean": 0.861}
     assert reported["watanabe2022"]["auroc"]["heatmap_generator_best"]["mean"]["ci95"] == [0.860, 0.966]

@@ -6,7 +6,7 @@ import torch
 from gazebench.data.egd import EGDDataset
 from gazebench.data.sample import collate
 from gazebench.methods.base import image_seed
-from gazebench.models.recipes import load_recipe
+from gazebench.models.training.recipes import load_recipe
 from gazebench.registry import METHODS, MODELS
 
 GRID = 64

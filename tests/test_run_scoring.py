@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from gazebench.cli import main
 from gazebench.data.datasets import open_dataset
-from gazebench.data.sample import Batch, ReaderGaze, Sample, fixation_map
+from gazebench.data.sample import ReaderGaze, Sample, collate, fixation_map
 from gazebench.metrics.base import GazeTargets
-from gazebench.priors import GazePriors
-from gazebench.references import reference_maps
-from gazebench.rows import ExplanationPairs, GazeGroup
+from gazebench.run.pairs import ExplanationPairs, gaze_groups
+from gazebench.run.priors import GazePriors
+from gazebench.run.references import reference_maps
 
 GRID = 224
 
@@ -96,15 +96,14 @@ def _sample(image_id, readers):
 
 
 def test_inter_observer_map_is_the_mean_of_the_other_readers():
-    samples = [_sample("a", ["r1", "r2", "r3"])]
-    empty = torch.zeros(3, 8, 8)
-    batch = Batch(["a"] * 3, ["p"] * 3, torch.zeros(3, 1, 8, 8), torch.ones(3, 1), empty, empty, [torch.zeros(0, 3)] * 3, readers=["r1", "r2", "r3"])
-    pairs = ExplanationPairs([0], torch.tensor([0]), torch.ones(1, 1), batch)
-    merged = GazeGroup([0], Batch(["a"], ["p"], torch.zeros(1, 1, 8, 8), torch.ones(1, 1), empty[:1], empty[:1], [torch.zeros(0, 3)], readers=["all"]), GazeTargets())
-    per_reader = GazeGroup([0, 0, 0], batch, GazeTargets())
-    maps = reference_maps("inter_observer", None, pairs, [merged, per_reader], samples)
+    sample = _sample("a", ["r1", "r2", "r3"])
+    batch = collate([sample])
+    pairs = ExplanationPairs([0], torch.tensor([0]), torch.ones(1, 1), batch.select([0]))
+    groups = gaze_groups(pairs, GazeTargets.from_batch(pairs.batch))
+    assert [group.per_reader for group in groups] == [False, True] and groups[1].batch.readers == ["r1", "r2", "r3"]
+    maps = reference_maps("inter_observer", None, pairs, groups)
     assert maps[0] is None  # never scored against the merged gaze, which includes the reader itself
-    readers = samples[0].readers
+    readers = sample.readers
     torch.testing.assert_close(maps[1][0], (readers["r2"].gaze + readers["r3"].gaze) / 2)
     torch.testing.assert_close(maps[1][2], (readers["r1"].gaze + readers["r2"].gaze) / 2)
 

@@ -18,7 +18,9 @@ from gazebench.data.datasets import open_dataset
 from gazebench.methods.base import Method
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import METHODS
-from gazebench.sanity import average_ranks, forward_order, layer_groups, pair_batches, randomised_cascade, reinitialise, run_sanity_check, spearman
+from gazebench.api import sanity_check
+from gazebench.metrics.ops import average_ranks
+from gazebench.run.sanity import forward_order, layer_groups, pair_batches, randomised_cascade, reinitialise, spearman
 from tests.fixtures.tiny_models import TinyCNN as SharedTinyCNN
 
 CLASSES = ["Normal", "CHF", "pneumonia"]
@@ -188,7 +190,7 @@ def checked(dataset, tmp_path_factory):
         adapter = tiny_adapter()
         before = state(adapter)
         out = tmp_path_factory.mktemp("sanity")
-        result = run_sanity_check(adapter, dataset, ["saliency", "gradcam", "image_itself", "constant_map"], limit=6, batch_size=4, device="cpu", seed=0, steps=3, threshold=0.5, out=out)
+        result = sanity_check(adapter, dataset, ["saliency", "gradcam", "image_itself", "constant_map"], limit=6, batch_size=4, device="cpu", seed=0, steps=3, threshold=0.5, out=out)
     finally:
         del METHODS._entries[ImageItself.name], METHODS._entries[ConstantMap.name]
     return result, adapter, before, out
@@ -248,7 +250,7 @@ def test_output_files(checked):
 
 def test_same_seed_same_numbers(checked, dataset, toy_methods):
     result, *_ = checked
-    again = run_sanity_check(tiny_adapter(), dataset, ["saliency"], limit=6, batch_size=3, device="cpu", seed=0, steps=3)
+    again = sanity_check(tiny_adapter(), dataset, ["saliency"], limit=6, batch_size=3, device="cpu", seed=0, steps=3)
     first = result.summary[result.summary.method == "saliency"].reset_index(drop=True)
     pd.testing.assert_frame_equal(first, again.summary.reset_index(drop=True))
 
@@ -275,7 +277,7 @@ def test_cli_unknown_method_is_one_line_and_exit_2(tmp_path):
 
 
 def test_labels_leave_out_the_path_every_layer_shares():
-    from gazebench.sanity import group_label, shared_prefix
+    from gazebench.aggregate.sanity import group_label, shared_prefix
 
     names = ["net.head.fc", "net.body.block2.conv", "net.body.block1.conv"]
     assert shared_prefix(names) == "net."

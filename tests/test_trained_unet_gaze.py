@@ -13,7 +13,7 @@ from gazebench.data.datasets import open_dataset
 from gazebench.data.sample import collate
 from gazebench.methods.base import image_seed
 from gazebench.metrics.base import GazeTargets
-from gazebench.models.jobs import adapter_for_run
+from gazebench.models.training.jobs import adapter_for_run
 from gazebench.registry import METHODS, METRICS
 
 pytestmark = pytest.mark.slow

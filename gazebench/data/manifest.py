@@ -17,7 +17,6 @@ import csv
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +24,7 @@ import yaml
 
 from gazebench.data.gaze import GazeConvention
 from gazebench.errors import UserError
+from gazebench.resources import resource, resource_names
 
 COLUMN_TYPES = ("str", "int", "float", "bool", "label")
 BOOL_VALUES = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
@@ -83,14 +83,13 @@ class Manifest:
 
 
 def manifest_names() -> list[str]:
-    folder = resources.files("gazebench.data_manifests")
-    return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    return [name[: -len(".yaml")] for name in resource_names("manifests")]
 
 
 @lru_cache(maxsize=None)
 def load_manifest(name: str) -> Manifest:
-    """The parsed ``data_manifests/<name>.yaml``; an unknown name lists the known ones."""
-    entry = resources.files("gazebench.data_manifests").joinpath(f"{name}.yaml")
+    """The parsed ``resources/manifests/<name>.yaml``; an unknown name lists the known ones."""
+    entry = resource("manifests", f"{name}.yaml")
     if not entry.is_file():
         raise UserError(f"no data manifest for dataset {name!r}; known: {', '.join(manifest_names())}")
     raw = yaml.safe_load(entry.read_text(encoding="utf-8"))

@@ -51,6 +51,42 @@ class Sample:
 
 
 @dataclass
+class Readings:
+    """Each radiologist's own gaze on the images of a batch that several read (REFLACX), one row per reading.
+
+    Collated with the batch, so that scoring against single readers needs nothing beside it.
+    Readings of one image follow each other, in the order of the sample's ``readers``.
+    """
+
+    rows: list[int]  # the batch row (image) of each reading
+    readers: list[str]  # whose reading it is
+    gaze: torch.Tensor  # [R, G, G], each sums to 1 (or 0 without fixations)
+    fixation_maps: torch.Tensor  # [R, G, G] fixations per grid pixel
+    fixations: list[torch.Tensor]  # R tensors [N_r, 3]
+
+    def to(self, device: torch.device | str) -> "Readings":
+        return Readings(self.rows, self.readers, self.gaze.to(device), self.fixation_maps.to(device), [f.to(device) for f in self.fixations])
+
+    def select(self, index: list[int]) -> "Readings | None":
+        """The readings of batch rows ``index`` (repeats allowed), renumbered to their new rows."""
+        picked = [(new_row, reading) for new_row, row in enumerate(index) for reading, owner in enumerate(self.rows) if owner == row]
+        if not picked:
+            return None
+        readings = torch.tensor([reading for _, reading in picked], dtype=torch.long, device=self.gaze.device)
+        return Readings(
+            rows=[new_row for new_row, _ in picked],
+            readers=[self.readers[reading] for _, reading in picked],
+            gaze=self.gaze[readings],
+            fixation_maps=self.fixation_maps[readings],
+            fixations=[self.fixations[reading] for _, reading in picked],
+        )
+
+    def others(self, reading: int) -> list[int]:
+        """The other readings of the same image as ``reading``."""
+        return [other for other, row in enumerate(self.rows) if row == self.rows[reading] and self.readers[other] != self.readers[reading]]
+
+
+@dataclass
 class Batch:
     image_ids: list[str]
     patient_ids: list[str]
@@ -62,6 +98,9 @@ class Batch:
     regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B, G, G] bool
     evidence: torch.Tensor | None = None  # [B, G, G] bool
     readers: list[str] = field(default_factory=list)  # whose gaze each row is ("all" when merged)
+    readings: Readings | None = None  # each reader's own gaze, for the images that several read
+    lesions: dict[str, torch.Tensor] = field(default_factory=dict)  # finding -> [B, G, G] bool (all False where a row lacks it)
+    annotated: torch.Tensor | None = None  # [B] bool: the row's image has lesion annotations (``lesions`` speaks for it)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -79,6 +118,9 @@ class Batch:
             regions={k: move(v) for k, v in self.regions.items()},
             evidence=move(self.evidence),
             readers=self.readers,
+            readings=move(self.readings),
+            lesions={k: move(v) for k, v in self.lesions.items()},
+            annotated=move(self.annotated),
         )
 
     def select(self, index: list[int]) -> "Batch":
@@ -96,17 +138,18 @@ class Batch:
             regions={k: pick(v) for k, v in self.regions.items()},
             evidence=pick(self.evidence),
             readers=[self.readers[i] for i in index],
+            readings=self.readings.select(index) if self.readings is not None else None,
+            lesions={k: pick(v) for k, v in self.lesions.items()},
+            annotated=pick(self.annotated),
         )
 
-    def with_gaze(self, gaze: torch.Tensor, fixations: list[torch.Tensor], readers: list[str]) -> "Batch":
-        """The same rows scored against other gaze (one reader's instead of the merged one)."""
-        grid = gaze.shape[-1]
-        maps = torch.stack([fixation_map(f.cpu(), grid) for f in fixations]).to(gaze.device)
-        return Batch(
-            image_ids=self.image_ids, patient_ids=self.patient_ids, images=self.images, labels=self.labels,
-            gaze=gaze, fixation_maps=maps, fixations=fixations, regions=self.regions, evidence=self.evidence,
-            readers=readers,
-        )
+    def with_readings(self) -> "Batch":
+        """One row per reading of ``readings``: the rows of their images, scored against each reader's own gaze."""
+        readings = self.readings
+        batch = self.select(readings.rows)
+        batch.gaze, batch.fixation_maps, batch.fixations = readings.gaze, readings.fixation_maps, readings.fixations
+        batch.readers, batch.readings = readings.readers, None
+        return batch
 
 
 def fixation_map(fixations: torch.Tensor, grid: int) -> torch.Tensor:
@@ -130,6 +173,8 @@ def collate(samples: list[Sample]) -> Batch:
     evidence = None
     if all(s.evidence is not None for s in samples):
         evidence = torch.stack([s.evidence for s in samples])
+    lesion_names = sorted({name for s in samples for name in s.lesions})
+    empty = torch.zeros(grid, grid, dtype=torch.bool)
     return Batch(
         image_ids=[s.image_id for s in samples],
         patient_ids=[s.patient_id for s in samples],
@@ -141,4 +186,21 @@ def collate(samples: list[Sample]) -> Batch:
         regions={name: torch.stack([s.regions[name] for s in samples]) for name in sorted(region_names)},
         evidence=evidence,
         readers=[s.reader for s in samples],
+        readings=collate_readings(samples, grid),
+        lesions={name: torch.stack([s.lesions.get(name, empty) for s in samples]) for name in lesion_names},
+        annotated=torch.tensor([bool(s.lesions) for s in samples]) if lesion_names else None,
+    )
+
+
+def collate_readings(samples: list[Sample], grid: int) -> Readings | None:
+    """Every reader's gaze of the samples that several radiologists read (None when none was)."""
+    readings = [(row, reader, gaze) for row, sample in enumerate(samples) if len(sample.readers) > 1 for reader, gaze in sample.readers.items()]
+    if not readings:
+        return None
+    return Readings(
+        rows=[row for row, _, _ in readings],
+        readers=[reader for _, reader, _ in readings],
+        gaze=torch.stack([gaze.gaze for _, _, gaze in readings]),
+        fixation_maps=torch.stack([fixation_map(gaze.fixations, grid) for _, _, gaze in readings]),
+        fixations=[gaze.fixations for _, _, gaze in readings],
     )

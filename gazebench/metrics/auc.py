@@ -32,16 +32,16 @@ import torch.nn.functional as F
 
 from gazebench.metrics import cpu_kernels
 from gazebench.metrics.base import GazeTargets, Metric
-from gazebench.metrics.map_metrics import (
-    _check_shapes,
-    _finite_non_constant_range,
-    _flat,
-    _per_row_sum,
-    _result,
-    _working_dtype,
+from gazebench.metrics.ops import (
+    check_shapes,
+    finite_non_constant,
     fixation_entries,
+    flat_maps,
     memoised,
+    nan_where_invalid,
+    per_row_sum,
     shared_range,
+    working_dtype,
 )
 from gazebench.registry import METRICS
 
@@ -67,8 +67,8 @@ class AUCJudd(Metric):
     value_range = (0.0, 1.0)
 
     def compute(self, maps, targets):
-        _check_shapes(maps, targets.fixations)
-        saliency = _flat(maps, _working_dtype(maps.device))
+        check_shapes(maps, targets.fixations)
+        saliency = flat_maps(maps, working_dtype(maps.device))
         histograms = shared_histograms(targets, saliency)
         positives = histograms.positives
         pixels_per_code = histograms.pixels.clone()
@@ -76,7 +76,7 @@ class AUCJudd(Metric):
         credit = (pixels_per_code * _credit_table(positives, positives.pixel_counts, half_always=True)).sum(dim=1)
         n_fixated = positives.pixel_counts.sum(dim=1)
         n_negatives = saliency.shape[1] - n_fixated
-        return _result(credit / (n_fixated * n_negatives), histograms.valid & (n_fixated > 0) & (n_negatives > 0), maps)
+        return nan_where_invalid(credit / (n_fixated * n_negatives), histograms.valid & (n_fixated > 0) & (n_negatives > 0), maps)
 
 
 @METRICS.register("auc_shuffled")
@@ -97,16 +97,16 @@ class AUCShuffled(Metric):
     value_range = (0.0, 1.0)
 
     def compute(self, maps, targets):
-        _check_shapes(maps, targets.fixations)
-        _check_shapes(maps, targets.negatives)
-        saliency = _flat(maps, _working_dtype(maps.device))
+        check_shapes(maps, targets.fixations)
+        check_shapes(maps, targets.negatives)
+        saliency = flat_maps(maps, working_dtype(maps.device))
         histograms = shared_histograms(targets, saliency)
         positives, negatives_per_code, valid = histograms.positives, histograms.negatives, histograms.valid
         credit = (negatives_per_code * _credit_table(positives, positives.fixation_counts, half_always=False)).sum(dim=1)
         positive_total, negative_total = positives.fixation_counts.sum(dim=1), negatives_per_code.sum(dim=1)
         values = credit / (positive_total * negative_total)
         valid = valid & torch.isfinite(positives.all_counts) & (positive_total > 0) & torch.isfinite(negative_total) & (negative_total > 0)
-        return _result(values, valid, maps)
+        return nan_where_invalid(values, valid, maps)
 
 
 @dataclass
@@ -141,7 +141,7 @@ def shared_histograms(targets: GazeTargets, saliency: torch.Tensor) -> _Histogra
 
 def _histograms(targets: GazeTargets, saliency: torch.Tensor) -> _Histograms:
     low, high = shared_range(targets, saliency)
-    valid = _finite_non_constant_range(low, high)
+    valid = finite_non_constant(low, high)
     positives = _distinct_positives(saliency, fixation_entries(targets.fixations, saliency.dtype, targets), valid)
     negatives = None if targets.negatives is None else targets.negatives.reshape(len(saliency), -1)
     if cpu_kernels.applies(saliency, *([] if negatives is None else [negatives])):
@@ -155,8 +155,8 @@ def _histograms(targets: GazeTargets, saliency: torch.Tensor) -> _Histograms:
 
 def _codes(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, valid: torch.Tensor, positives: _Positives) -> torch.Tensor:
     """[B, P] long code 2 j + [u_j == s] of every pixel (module docstring)."""
-    bins = _value_bins(saliency, low, high, valid)
-    positive_bins = _value_bins(torch.where(torch.isfinite(positives.values), positives.values, low[:, None]), low, high, valid)  # padding: bin 0
+    bins = value_bins(saliency, low, high, valid)
+    positive_bins = value_bins(torch.where(torch.isfinite(positives.values), positives.values, low[:, None]), low, high, valid)  # padding: bin 0
     per_bin = torch.zeros(len(saliency), VALUE_BINS, dtype=torch.long, device=saliency.device)
     per_bin.view(-1).index_add_(0, (_row_offsets(positive_bins, VALUE_BINS) + positive_bins).view(-1), (positives.pixel_counts > 0).long().view(-1))
     below = per_bin.cumsum(dim=1).sub_(per_bin)  # distinct positive values in lower bins: j of a pixel alone in its bin
@@ -167,7 +167,7 @@ def _codes(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, valid:
     return codes
 
 
-def _value_bins(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def value_bins(saliency: torch.Tensor, low: torch.Tensor, high: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """[B, P] long: 0 for the row's minimum, else ceil((s - min) * (VALUE_BINS - 1.5) / (max - min)).
 
     (For a range below 1e-300, (s - min) is first multiplied by 2^600, exactly, and the scale
@@ -197,7 +197,7 @@ def bin_scales(low: torch.Tensor, high: torch.Tensor, valid: torch.Tensor) -> tu
 
     ``boost`` is 1, or 2^600 for a range below 1e-300 (multiplying s - min by it is exact), whose
     ``(VALUE_BINS - 1.5) / range`` would overflow; ``scale`` is 0 on invalid rows.  Both paths
-    (``_value_bins`` and ``cpu_kernels.code_histograms``) bin with these.
+    (``value_bins`` and ``cpu_kernels.code_histograms``) bin with these.
     """
     spread = high - low
     boost = torch.where(spread > 1e-300, 1.0, torch.full_like(spread, 2.0**600))
@@ -215,7 +215,7 @@ def _distinct_positives(saliency: torch.Tensor, entries: tuple, valid: torch.Ten
     ``entries``: (rows, pixels, counts) of the non-zero fixation counts.
     """
     rows, pixels, counts = entries
-    all_counts = _per_row_sum(counts, rows, len(saliency))
+    all_counts = per_row_sum(counts, rows, len(saliency))
     keep = valid[rows] & (counts > 0)
     rows, counts = rows[keep], counts[keep]
     values = saliency[rows, pixels[keep]]

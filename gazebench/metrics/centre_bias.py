@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from gazebench.metrics.base import Metric
-from gazebench.metrics.map_metrics import CC, KL, NSS, SIM, _working_dtype, centre_bias_like
+from gazebench.metrics.map_metrics import CC, KL, NSS, SIM
+from gazebench.metrics.ops import centre_bias_like, working_dtype
 from gazebench.metrics.scoring import metric_values
 from gazebench.registry import METRICS
 
@@ -42,7 +43,7 @@ def mean_density(densities: torch.Tensor) -> torch.Tensor:
     """
     if densities.dim() != 3:
         raise ValueError(f"expected densities [N, H, W], got shape {tuple(densities.shape)}")
-    dtype = _working_dtype(densities.device)
+    dtype = working_dtype(densities.device)
     totals = densities.sum(dim=(1, 2), dtype=dtype)
     usable = torch.isfinite(totals) & (totals > 0) & torch.isfinite(densities).flatten(1).all(dim=1)
     if not usable.any():

@@ -1,10 +1,11 @@
 """Fused per-image kernels for scoring on the CPU, compiled with numba.
 
-The torch implementations in ``map_metrics`` and ``auc`` are written as whole-batch tensor
-passes, which suits an accelerator; on a CPU each pass streams the batch through memory, and
-SSIM's windowed filtering and the AUCs' per-pixel table look-ups are many passes.  The kernels
-here do the same arithmetic image by image, each image's work staying in the core's cache, in
-parallel over images (``torch.get_num_threads()`` threads, so ``OMP_NUM_THREADS`` governs both).
+The torch implementations in ``map_metrics``, ``ssim`` and ``auc`` are written as whole-batch
+tensor passes, which suits an accelerator; on a CPU each pass streams the batch through memory,
+and SSIM's windowed filtering and the AUCs' per-pixel table look-ups are many passes.  The
+kernels here do the same arithmetic image by image, each image's work staying in the core's
+cache, in parallel over images (``torch.get_num_threads()`` threads, so ``OMP_NUM_THREADS``
+governs both).
 Metrics call them on CPU tensors when ``enabled()``; the torch code stays the implementation on
 every other device and the reference the tests hold these kernels to.
 
@@ -20,6 +21,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+
+from gazebench.metrics.ops import is_one_map
 
 _ENABLED = os.environ.get("GAZEBENCH_CPU_KERNELS", "1") != "0"
 
@@ -63,7 +66,7 @@ def ssim_means(x: torch.Tensor, y: torch.Tensor, affine: torch.Tensor, window: t
     ``affine`` [B, 6] float64: per map (scale_x, shift_x, mean_x, scale_y, shift_y, mean_y); the
     kernel stores ``scale * x + shift`` (the centred, optionally min-maxed map) in float32 and
     adds ``mean`` back to the local means.  ``c2_terms``: (C2 / n, C2 / (2 n)) with n the
-    covariance normalisation.  The arithmetic of ``map_metrics.SSIM`` (see there), image by image.
+    covariance normalisation.  The arithmetic of ``ssim.SSIM`` (see there), image by image.
     """
     from gazebench.metrics import _numba_kernels as kernels
 
@@ -101,7 +104,7 @@ def shifted_l1_distances(x: torch.Tensor, y: torch.Tensor, x_low: torch.Tensor, 
     from gazebench.metrics import _numba_kernels as kernels
 
     _threads()
-    x = x[:1] if x.shape[0] > 1 and x.stride(0) == 0 else x
+    x = x[:1] if is_one_map(x) else x
     out = np.empty(y.shape[0], dtype=np.float64)
     arrays = (_numpy(t.to(torch.float64)) for t in (x_low.expand(y.shape[0]), y_low, ratio))
     kernels.shifted_l1_distances(_numpy(x), _numpy(y), *arrays, out)

@@ -11,7 +11,7 @@ Both give NaN for an empty mask (never a hit: Quantus 0.6 scores an empty mask a
 not), and for a map that is constant (all-zero included) or holds non-finite pixels.  The
 results are those of float64 arithmetic on the maps' device (float32 on ``mps``); the Otsu
 masks and IoU counts get there through float32 candidates and an exact float64 recheck of
-the few pixels near a bin boundary (``_MinMaxCodes``), not a float64 copy.  CheXlocalize itself
+the few pixels near a bin boundary (``MinMaxCodes``), not a float64 copy.  CheXlocalize itself
 quantises the map to uint8 and uses OpenCV's Otsu; gazebench uses scikit-image's 256-bin
 floating-point Otsu (``threshold_otsu``), which ``otsu_thresholds`` reproduces exactly.
 """
@@ -23,7 +23,7 @@ import math
 import torch
 
 from gazebench.metrics.base import Metric
-from gazebench.metrics.map_metrics import _check_shapes, _flat, _range, _result, _working_dtype
+from gazebench.metrics.ops import check_shapes, flat_maps, map_range, nan_where_invalid, working_dtype
 from gazebench.registry import METRICS
 
 OTSU_BINS = 256  # scikit-image's default ``nbins``
@@ -42,19 +42,19 @@ def otsu_thresholds(maps: torch.Tensor, nbins: int = OTSU_BINS) -> torch.Tensor:
     (GPUs).  Exact on CPU for maps of fewer than 2**24 pixels.  A constant map's threshold is its
     value (as skimage's); a map with a non-finite pixel gets NaN.
     """
-    flat = _flat(maps, _working_dtype(maps.device))
-    low, high = _range(flat)
+    flat = flat_maps(maps, working_dtype(maps.device))
+    low, high = map_range(flat)
     finite = torch.isfinite(low) & torch.isfinite(high)
     spread = finite & (high > low)
     # maps without spread get a harmless stand-in (all zero on [0, 1]); their value is replaced below
     stand_in = torch.where(spread[:, None], flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
-    counts, centres = _numpy_histogram(stand_in, torch.where(spread, low, 0.0), torch.where(spread, high, 1.0), nbins)
+    counts, centres = numpy_histogram(stand_in, torch.where(spread, low, 0.0), torch.where(spread, high, 1.0), nbins)
     thresholds = centres.gather(1, _otsu_bin(counts, centres)[:, None]).squeeze(1)
     constant_value = torch.where(finite, low, torch.full_like(low, math.nan))
     return torch.where(spread, thresholds, constant_value)
 
 
-def _numpy_histogram(flat: torch.Tensor, low: torch.Tensor, high: torch.Tensor, nbins: int) -> tuple[torch.Tensor, torch.Tensor]:
+def numpy_histogram(flat: torch.Tensor, low: torch.Tensor, high: torch.Tensor, nbins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row ``numpy.histogram(row, bins=nbins)`` of [B, P] over [low, high] -> (counts [B, nbins] int64, centres [B, nbins]).
 
     Edges as ``numpy.linspace`` builds them (``k * (high - low) / nbins + low``, the last edge
@@ -99,11 +99,11 @@ def otsu_masks(maps: torch.Tensor, nbins: int = OTSU_BINS) -> tuple[torch.Tensor
     ``image > threshold_otsu(image)``).  It is never empty for a valid map: the maximum (1.0)
     lies above every candidate threshold.  ``valid`` is False for a constant (all-zero
     included) or non-finite map; its mask is all False.  Computed from exact half-bin codes
-    (``_MinMaxCodes``) for ``nbins`` a power of two up to 512, else through a float64 copy.
+    (``MinMaxCodes``) for ``nbins`` a power of two up to 512, else through a float64 copy.
     """
     if not _codes_apply(nbins):
         return _otsu_masks_float64(maps, nbins)
-    codes = _MinMaxCodes(maps, None, nbins)
+    codes = MinMaxCodes(maps, None, nbins)
     split = _otsu_bin(codes.otsu_counts(), codes.centres())
     masks = codes.above_half_bin(2 * split + 1)
     return masks.view(maps.shape), codes.valid
@@ -111,8 +111,8 @@ def otsu_masks(maps: torch.Tensor, nbins: int = OTSU_BINS) -> tuple[torch.Tensor
 
 def _otsu_masks_float64(maps: torch.Tensor, nbins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``otsu_masks`` the plain way: a min-maxed float64 copy, ``otsu_thresholds`` of it, one comparison."""
-    flat = _flat(maps, _working_dtype(maps.device))
-    low, high = _range(flat)
+    flat = flat_maps(maps, working_dtype(maps.device))
+    low, high = map_range(flat)
     valid = torch.isfinite(low) & torch.isfinite(high) & (high > low)
     scaled = (flat - low[:, None]) / (high - low)[:, None]
     thresholds = otsu_thresholds(scaled.view(maps.shape), nbins)
@@ -126,11 +126,11 @@ CHUNK_PIXELS = 1 << 20  # ``iou`` scores a batch this many pixels at a time: bou
 
 
 def _codes_apply(nbins: int) -> bool:
-    """Whether ``nbins`` suits ``_MinMaxCodes``: a power of two (exact edges k / nbins) and small enough for its margin."""
+    """Whether ``nbins`` suits ``MinMaxCodes``: a power of two (exact edges k / nbins) and small enough for its margin."""
     return 2 <= nbins <= 512 and nbins & (nbins - 1) == 0
 
 
-class _MinMaxCodes:
+class MinMaxCodes:
     """Exact half-bin codes of the min-maxed maps, counted per map and per target class, without a float64 copy.
 
     For ``nbins = N`` a power of two, ``numpy.histogram``'s edges over the min-maxed map (min 0,
@@ -159,10 +159,10 @@ class _MinMaxCodes:
 
     def __init__(self, maps: torch.Tensor, inside: torch.Tensor | None, nbins: int):
         self.nbins, self.batch = nbins, maps.shape[0]
-        exact_dtype = _working_dtype(maps.device)
+        exact_dtype = working_dtype(maps.device)
         flat = maps.reshape(self.batch, -1)
         flat = flat if flat.dtype == torch.float32 else flat.to(exact_dtype)
-        low, high = _range(flat)
+        low, high = map_range(flat)
         self.low, self.spread = low.to(exact_dtype), high.to(exact_dtype) - low.to(exact_dtype)
         self.valid = torch.isfinite(self.low) & torch.isfinite(self.spread) & (self.spread > 0)
         self.candidates = self._candidates(flat, low)
@@ -230,7 +230,7 @@ class _MinMaxCodes:
 
     def centres(self) -> torch.Tensor:
         """[B, N] bin centres (2k + 1) / 2N, exact."""
-        centres = (2 * torch.arange(self.nbins, dtype=_working_dtype(self.counts.device), device=self.counts.device) + 1) / (2 * self.nbins)
+        centres = (2 * torch.arange(self.nbins, dtype=working_dtype(self.counts.device), device=self.counts.device) + 1) / (2 * self.nbins)
         return centres.expand(self.batch, -1)
 
     def counts_above(self, half_bin: torch.Tensor) -> torch.Tensor:
@@ -249,7 +249,7 @@ class _MinMaxCodes:
 
 def _mask_rows(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The target mask as [B, P] bool (non-zero = inside; a bool mask is a view, not a copy) and whether each row holds a pixel."""
-    _check_shapes(maps, mask)
+    check_shapes(maps, mask)
     inside = mask.reshape(mask.shape[0], -1)
     inside = inside if inside.dtype == torch.bool else inside != 0
     return inside, inside.view(torch.uint8).amax(dim=1) > 0
@@ -277,13 +277,13 @@ class OtsuIoU(Metric):
     @staticmethod
     def _iou(maps: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
         """[B] IoU of maps [B, H, W] with target rows inside [B, P] bool (NaN where invalid)."""
-        codes = _MinMaxCodes(maps, inside, OTSU_BINS)
+        codes = MinMaxCodes(maps, inside, OTSU_BINS)
         split = _otsu_bin(codes.otsu_counts(), codes.centres())
         outside_above, inside_above = codes.counts_above(2 * split + 1).unbind(1)
         target_size = codes.counts[:, 1].sum(dim=1)
-        dtype = _working_dtype(maps.device)
+        dtype = working_dtype(maps.device)
         iou = inside_above.to(dtype) / (outside_above + target_size).to(dtype)
-        return _result(iou, codes.valid & (target_size > 0), maps)
+        return nan_where_invalid(iou, codes.valid & (target_size > 0), maps)
 
 
 @METRICS.register("hit_rate")
@@ -305,9 +305,9 @@ class HitRate(Metric):
     def compute(self, maps, targets):
         target, has_target = _mask_rows(maps, targets.mask)
         flat = maps.reshape(maps.shape[0], -1)
-        flat = flat if flat.is_floating_point() else flat.to(_working_dtype(maps.device))  # order-preserving, no copy for floats
+        flat = flat if flat.is_floating_point() else flat.to(working_dtype(maps.device))  # order-preserving, no copy for floats
         high, peak = flat.max(dim=1, keepdim=True)  # the first maximal pixel, as documented for torch.max
         low = flat.amin(dim=1)
         valid = torch.isfinite(low) & torch.isfinite(high[:, 0]) & (high[:, 0] > low) & has_target
-        hits = target.gather(1, peak).squeeze(1).to(_working_dtype(maps.device))
-        return _result(hits, valid, maps)
+        hits = target.gather(1, peak).squeeze(1).to(working_dtype(maps.device))
+        return nan_where_invalid(hits, valid, maps)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gazebench.metrics.base import NEEDS, GazeTargets, Metric, missing_needs
-from gazebench.metrics.map_metrics import _working_dtype, memoised
+from gazebench.metrics.ops import memoised, working_dtype
 
 SHARED_FIELDS = ("centre_bias",)  # one value for every map; the other fields have a row per map
 CONVERTED_FIELDS = ("density", "centre_bias")  # read in full by several metrics: converted to the working dtype once per chunk
@@ -41,7 +41,7 @@ def score_maps(maps: torch.Tensor, targets: GazeTargets, metrics: dict[str, Metr
         if missing:
             raise ValueError(f"metric {name} needs {', '.join(missing)}, which these targets lack")
     needed = {need for metric in metrics.values() for need in metric.needs}
-    dtype = _working_dtype(maps.device)
+    dtype = working_dtype(maps.device)
     scores = {name: torch.empty(len(maps), dtype=torch.float64) for name in metrics}
     working = _WorkingCopies(maps.device, dtype)
     for start in range(0, len(maps), chunk):

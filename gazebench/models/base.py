@@ -68,15 +68,3 @@ class ModelAdapter:
             self.gaze_head.eval()
         return self
 
-
-class TensorSeparator(nn.Identity):
-    """An identity that returns a new tensor (a copy), so that two hooked modules never share one.
-
-    Captum's DeepLift records a nonlinear module's output gradient with a hook on its output
-    tensor and rewrites the next nonlinear module's input gradient with a hook on its input
-    tensor; when both are the same tensor the recording hook runs first and misses the rewrite.
-    A subclass of ``nn.Identity``, so DeepLift treats it as the linear module it is.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()

@@ -10,6 +10,9 @@ int, float, bool, None, lists, dicts), so ``torch.load(..., weights_only=True)``
 ``config["model"]`` is what the model's ``build_adapter`` needs besides the class names and
 the weights (for ``unet_gaze``: input_size, dropout); the rest of ``config`` records how the
 weights were made (recipe, seed, selected epoch).
+
+Weights are identified by a SHA-256: of the checkpoint file (``sha256_file``) or, for weights
+held in memory (``gazebench.api``), of the module's state dict (``state_dict_sha256``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch import nn
 
 from gazebench.atomic import write_atomic
 from gazebench.errors import UserError
+from gazebench.models.adapters import WeightsDoNotFit
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import MODELS
 
@@ -38,6 +43,16 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict (names, dtypes, shapes, bytes): identifies in-memory weights."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
 
 
@@ -111,7 +126,10 @@ def adapter_from_checkpoint(
             state_dict=checkpoint["state_dict"],
             **checkpoint["config"]["model"],
         )
-    except (RuntimeError, KeyError, TypeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except (WeightsDoNotFit, RuntimeError, KeyError, TypeError) as error:  # a state dict or config of another network
+        if isinstance(error, WeightsDoNotFit):
+            reason = error.reason
+        else:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"checkpoint {path} does not fit model {checkpoint['model']!r}: {reason}") from None
     return adapter.eval()

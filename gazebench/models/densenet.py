@@ -46,9 +46,12 @@ from torchvision.models import densenet121
 
 from gazebench.data.sample import Batch
 from gazebench.errors import UserError
-from gazebench.models import recipes
-from gazebench.models.base import TensorSeparator, IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
+from gazebench.models.adapters import check_input_size, network_adapter
+from gazebench.models.base import ModelAdapter
+from gazebench.models.captum_compat import TensorSeparator
+from gazebench.models.losses import class_loss, classification_loss, gaze_mse
 from gazebench.models.spec import ModelSpec
+from gazebench.models.training import recipes
 from gazebench.registry import MODELS
 
 NAME = "densenet121"
@@ -144,12 +147,6 @@ class GazeHead(nn.Module):
 # ----------------------------------------------------------------------------- building
 
 
-def check_input_size(name: str, input_size: int) -> None:
-    """Input sizes must be positive multiples of 32, so the feature grid tiles the image exactly."""
-    if input_size <= 0 or input_size % INPUT_MULTIPLE:
-        raise UserError(f"{name}: input_size must be a positive multiple of {INPUT_MULTIPLE}, got {input_size}")
-
-
 def imagenet_features(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``features.*`` weights of torchvision's ImageNet DenseNet-121 file at ``path`` (legacy keys renamed).
 
@@ -170,33 +167,34 @@ def imagenet_features(path: str | Path) -> dict[str, torch.Tensor]:
     return {key: value for key, value in renamed.items() if key.startswith("features.")}
 
 
-def load_weights(network: DenseNet121, state_dict: dict | None, imagenet_weights: str | None) -> None:
-    """A full ``state_dict`` (a checkpoint) wins; otherwise ImageNet features from a local file, if given."""
-    if state_dict is not None:
-        network.load_state_dict(state_dict)
-    elif imagenet_weights:
-        features = imagenet_features(imagenet_weights)
-        wanted = [key for key in network.state_dict() if key.startswith("features.") and not key.endswith("num_batches_tracked")]
-        missing = [key for key in wanted if key not in features]  # the published file predates num_batches_tracked
-        if missing:
-            raise UserError(
-                f"{imagenet_weights} is not a DenseNet-121 state dict: {len(missing)} feature weights missing, e.g. {missing[0]}"
-            )
-        network.load_state_dict(features, strict=False)
+def load_imagenet_features(network: DenseNet121, imagenet_weights: str | None) -> None:
+    """ImageNet features from a local file, if given (a checkpoint's full state dict, when there is one, wins)."""
+    if not imagenet_weights:
+        return
+    features = imagenet_features(imagenet_weights)
+    wanted = [key for key in network.state_dict() if key.startswith("features.") and not key.endswith("num_batches_tracked")]
+    missing = [key for key in wanted if key not in features]  # the published file predates num_batches_tracked
+    if missing:
+        raise UserError(
+            f"{imagenet_weights} is not a DenseNet-121 state dict: {len(missing)} feature weights missing, e.g. {missing[0]}"
+        )
+    network.load_state_dict(features, strict=False)
 
 
-def make_adapter(name: str, network: DenseNet121, class_names, input_size: int, imagenet_weights, gaze_head=None) -> ModelAdapter:
-    return ModelAdapter(
-        name=name,
-        module=network,
-        class_names=list(class_names),
-        cam_layer=network.cam_layer,
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        gaze_head=gaze_head,
-        config={"input_size": input_size, "imagenet_weights": imagenet_weights},
-    )
+def densenet_adapter(
+    name: str,
+    network: DenseNet121,
+    class_names,
+    input_size: int,
+    imagenet_weights: str | None,
+    state_dict: dict | None,
+    gaze_head: nn.Module | None = None,
+) -> ModelAdapter:
+    """The adapter of a DenseNet-121 network: weights from ``state_dict`` (a checkpoint), else ImageNet features, else random."""
+    if state_dict is None:
+        load_imagenet_features(network, imagenet_weights)
+    config = {"input_size": input_size, "imagenet_weights": imagenet_weights}
+    return network_adapter(network, name, class_names, config, state_dict, gaze_head=gaze_head)
 
 
 def build_adapter(
@@ -207,10 +205,8 @@ def build_adapter(
     name: str = NAME,
 ) -> ModelAdapter:
     """A ``densenet121`` adapter: random weights, ImageNet features from a local file, or ``state_dict``."""
-    check_input_size(name, input_size)
-    network = DenseNet121(len(class_names))
-    load_weights(network, state_dict, imagenet_weights)
-    return make_adapter(name, network, class_names, input_size, imagenet_weights)
+    check_input_size(name, input_size, INPUT_MULTIPLE)
+    return densenet_adapter(name, DenseNet121(len(class_names)), class_names, input_size, imagenet_weights, state_dict)
 
 
 def build_aug_adapter(
@@ -220,56 +216,12 @@ def build_aug_adapter(
     state_dict: dict | None = None,
 ) -> ModelAdapter:
     """A ``densenet_aug`` adapter (a plain classifier at inference, plus ``gaze_head``)."""
-    check_input_size(AUG_NAME, input_size)
+    check_input_size(AUG_NAME, input_size, INPUT_MULTIPLE)
     network = DenseNetAug(len(class_names))
-    load_weights(network, state_dict, imagenet_weights)
-    return make_adapter(AUG_NAME, network, class_names, input_size, imagenet_weights, gaze_head=GazeHead(network))
+    return densenet_adapter(AUG_NAME, network, class_names, input_size, imagenet_weights, state_dict, gaze_head=GazeHead(network))
 
 
-# ----------------------------------------------------------------------------- losses
-
-
-def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """BCE with logits against label vectors [B, C], mean over known entries (NaN labels left out)."""
-    known = ~labels.isnan()
-    if not bool(known.any()):
-        return class_logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(class_logits[known], labels[known].to(class_logits.dtype))
-
-
-def pool_gaze(gaze: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Gaze densities [B, G, G] -> [B, 1, h, w]: the mean density over each feature cell (area pooling).
-
-    Proportional to the share of gaze inside each cell (exactly, when h and w divide G); an
-    all-zero density (no gaze) stays all zero.
-    """
-    return F.adaptive_avg_pool2d(gaze.unsqueeze(1).float(), size)
-
-
-def has_gaze(gaze: torch.Tensor) -> torch.Tensor:
-    """[B] bool: which images have gaze (a density that is not all zero)."""
-    return gaze.flatten(1).amax(dim=1) > 0
-
-
-def gaze_heatmap_target(gaze: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``E``: the density pooled onto the feature grid and divided by its maximum ([0, 1], peak 1)."""
-    pooled = pool_gaze(gaze, size)
-    peak = pooled.amax(dim=(1, 2, 3), keepdim=True)
-    return pooled / peak.clamp_min(torch.finfo(pooled.dtype).tiny)
-
-
-def gaze_mse(gaze_logits: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
-    """MSE(sigmoid(gaze_logits), E), mean over the cells of the images with gaze (0 if none has)."""
-    with_gaze = has_gaze(gaze)
-    if not bool(with_gaze.any()):
-        return gaze_logits.sum() * 0.0
-    target = gaze_heatmap_target(gaze[with_gaze], gaze_logits.shape[-2:]).to(gaze_logits.dtype)
-    return F.mse_loss(gaze_logits[with_gaze].sigmoid(), target)
-
-
-def batch_loss(adapter: ModelAdapter, batch: Batch) -> torch.Tensor:
-    """``densenet121``'s training loss of one batch: BCE with logits (CheXclusion)."""
-    return class_loss(adapter.logits(batch.images), batch.labels)
+# ----------------------------------------------------------------------------- losses (pieces in losses.py)
 
 
 def aug_batch_loss(adapter: ModelAdapter, batch: Batch, gaze_weight: float) -> torch.Tensor:
@@ -281,21 +233,16 @@ def aug_batch_loss(adapter: ModelAdapter, batch: Batch, gaze_weight: float) -> t
 # ----------------------------------------------------------------------------- recipes and registration
 
 
-def recipe_loader(model: str):
-    """``default_recipe`` for ``model``: ``embedded`` for the synthetic dataset, ``paper`` for real ones."""
-
-    def default_recipe(dataset: str) -> dict:
-        return recipes.load_recipe(model, recipes.default_recipe_name(dataset))
-
-    return default_recipe
+load_recipe, default_recipe = recipes.recipe_functions(NAME)  # gazebench/resources/recipes/densenet121.yaml
+load_aug_recipe, default_aug_recipe = recipes.recipe_functions(AUG_NAME)  # gazebench/resources/recipes/densenet_aug.yaml
 
 
 SPEC = MODELS.register(NAME)(
     ModelSpec(
         name=NAME,
         build_adapter=build_adapter,
-        default_recipe=recipe_loader(NAME),
-        loss=batch_loss,
+        default_recipe=default_recipe,
+        loss=classification_loss,  # BCE with logits (CheXclusion)
         description="CheXclusion DenseNet-121 (torchvision features, Linear(1024, C), BCE)",
     )
 )
@@ -304,7 +251,7 @@ AUG_SPEC = MODELS.register(AUG_NAME)(
     ModelSpec(
         name=AUG_NAME,
         build_adapter=build_aug_adapter,
-        default_recipe=recipe_loader(AUG_NAME),
+        default_recipe=default_aug_recipe,
         loss=aug_batch_loss,
         description="DenseNet-Aug (Kim, Zhou, Lipton): DenseNet-121 + 1x1-conv gaze head, BCE + lambda * MSE to gaze",
     )

@@ -40,11 +40,13 @@ from torch import nn
 
 from gazebench.data.sample import Batch
 from gazebench.errors import UserError
-from gazebench.models import recipes
-from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
+from gazebench.models.adapters import check_input_size, network_adapter
+from gazebench.models.base import ModelAdapter
+from gazebench.models.egd_encoder import DEFAULT_CLASSES, ENCODER, INPUT_MULTIPLE
+from gazebench.models.fixation_frames import gaussian_profiles, padded_fixations
+from gazebench.models.losses import gaze_classification_loss, gaze_target
 from gazebench.models.spec import ModelSpec
-from gazebench.models.temporal_gaze import gaussian_profiles, padded_fixations
-from gazebench.models.unet_gaze import DEFAULT_CLASSES, ENCODER, INPUT_MULTIPLE, class_loss, gaze_loss, gaze_target
+from gazebench.models.training import recipes
 from gazebench.registry import MODELS
 
 NAME = "heatmap_generator"
@@ -125,29 +127,17 @@ def build_adapter(
     ``heatmap_sigma`` (a fraction of the grid side) shapes the phase heatmaps of ``heatmap_phases > 1``;
     a single phase uses the sample's own gaze density.
     """
-    if input_size <= 0 or input_size % INPUT_MULTIPLE:
-        raise UserError(f"{NAME}: input_size must be a positive multiple of {INPUT_MULTIPLE}, got {input_size}")
+    check_input_size(NAME, input_size, INPUT_MULTIPLE)
     if heatmap_phases < 1:
         raise UserError(f"{NAME}: heatmap_phases must be at least 1, got {heatmap_phases}")
     if heatmap_sigma <= 0:
         raise UserError(f"{NAME}: heatmap_sigma must be positive (a fraction of the grid side), got {heatmap_sigma}")
     network = HeatmapGeneratorUNet(len(class_names), dropout, heatmap_phases, attention)
-    if state_dict is not None:
-        network.load_state_dict(state_dict)
-    return ModelAdapter(
-        name=NAME,
-        module=network,
-        class_names=list(class_names),
-        cam_layer=network.cam_layer,
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        gaze_head=HeatmapHead(network),
-        config={
-            "input_size": input_size, "dropout": dropout, "heatmap_phases": heatmap_phases,
-            "attention": attention, "heatmap_sigma": heatmap_sigma,
-        },
-    )
+    config = {
+        "input_size": input_size, "dropout": dropout, "heatmap_phases": heatmap_phases,
+        "attention": attention, "heatmap_sigma": heatmap_sigma,
+    }
+    return network_adapter(network, NAME, class_names, config, state_dict, gaze_head=HeatmapHead(network))
 
 
 def phase_heatmaps(fixations: list[torch.Tensor], grid: int, size: int, phases: int, sigma: float, device) -> torch.Tensor:
@@ -182,11 +172,11 @@ def batch_loss(adapter: ModelAdapter, batch: Batch, gamma: float) -> torch.Tenso
     class_logits, heatmap_logits = adapter.module.forward_with_heatmaps(adapter.preprocess(batch.images))
     targets = heatmap_targets(adapter, batch)
     per_map = lambda t: t.reshape(-1, 1, *t.shape[-2:])  # noqa: E731 - one row per (image, phase)
-    return gamma * class_loss(class_logits, batch.labels) + (1 - gamma) * gaze_loss(per_map(heatmap_logits), per_map(targets))
+    return gaze_classification_loss(class_logits, per_map(heatmap_logits), batch.labels, per_map(targets), gamma)
 
 
 def load_recipe(name: str = "embedded") -> dict:
-    """One recipe from ``baselines/heatmap_generator.yaml``, with its ``name`` added."""
+    """One recipe from ``gazebench/resources/recipes/heatmap_generator.yaml``, with its ``name`` added."""
     return recipes.load_recipe(NAME, name)
 
 

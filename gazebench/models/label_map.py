@@ -6,7 +6,7 @@ wraps the adapter's network so that its outputs become the dataset classes::
     logit(class) = mean of the logits of the class's model outputs
 
 for example CHF = (Edema + Cardiomegaly) / 2 for a CheXpert-style model on EGD data.  The
-default maps live in ``baselines/label_maps.yaml`` (installed as ``gazebench.baselines``); a
+default maps live in ``gazebench/resources/label_maps/label_maps.yaml`` (package data); a
 user's YAML file in the same format replaces them (``classes``: class -> list of output names;
 optional ``fallbacks``; optional ``description``)::
 
@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
@@ -56,8 +55,9 @@ from torch import nn
 
 from gazebench.errors import UserError
 from gazebench.models.base import ModelAdapter
+from gazebench.resources import resource
 
-DEFAULTS_FILE = "label_maps.yaml"  # in gazebench.baselines
+DEFAULTS_FILE = "label_maps.yaml"  # gazebench/resources/label_maps/
 MINUS_MEAN_OF_ALL = "minus_mean_of_all_outputs"
 FALLBACK_RULES = (MINUS_MEAN_OF_ALL,)
 FORMAT_HINT = "YAML `classes: {dataset class: [model output names]}`"
@@ -154,8 +154,8 @@ def _output_names(outputs: object, name: object, source: str) -> tuple[str, ...]
 
 
 def default_label_maps() -> dict[str, LabelMap]:
-    """The named maps of baselines/label_maps.yaml."""
-    entry = resources.files("gazebench.baselines").joinpath(DEFAULTS_FILE)
+    """The named maps of gazebench/resources/label_maps/label_maps.yaml."""
+    entry = resource("label_maps", DEFAULTS_FILE)
     data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
     return {name: LabelMap.from_dict(value, source=f"default label map {name!r}") for name, value in data.items()}
 
@@ -198,7 +198,7 @@ def map_adapter(
 
     * ``mapping`` given (a LabelMap, a parsed mapping or a YAML file): always applied.
     * no ``mapping``, same classes: the adapter itself.
-    * no ``mapping``, other classes: the default map for these classes (baselines/label_maps.yaml)
+    * no ``mapping``, other classes: the default map for these classes (gazebench/resources/label_maps/label_maps.yaml)
       when there is one and it fits the model; otherwise, with ``target="pred"`` (the maps explain
       the model's own predicted outputs), the adapter itself; else a one-line UserError that
       lists both class lists.

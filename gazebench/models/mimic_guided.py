@@ -37,7 +37,9 @@ from torch import nn
 from gazebench.data.sample import Batch
 from gazebench.models import densenet
 from gazebench.models.base import ModelAdapter
+from gazebench.models.losses import class_loss, has_gaze, pool_gaze
 from gazebench.models.spec import ModelSpec
+from gazebench.models.training import recipes
 from gazebench.registry import MODELS
 
 NAME = "mimic_guided"
@@ -74,7 +76,7 @@ def explanation_distribution(cams: torch.Tensor, smoothing: float = SMOOTHING) -
 
 def gaze_distribution(gaze: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Gaze densities [B, G, G] -> [B, h * w]: pooled onto the feature grid, divided by the sum (zeros stay zeros)."""
-    pooled = densenet.pool_gaze(gaze, size).flatten(1)
+    pooled = pool_gaze(gaze, size).flatten(1)
     return pooled / pooled.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(pooled.dtype).tiny)
 
 
@@ -97,9 +99,9 @@ def guided_terms(
     """(BCE, KL term) of one batch from a single forward pass (see the module docstring)."""
     network = adapter.module
     feature_map = network.feature_map(adapter.preprocess(images))
-    bce = densenet.class_loss(network.classify(feature_map), labels)
+    bce = class_loss(network.classify(feature_map), labels)
     explanations = explanation_distribution(class_activation_maps(network.classifier, feature_map), smoothing)
-    pairs = (labels == 1) & densenet.has_gaze(gaze).unsqueeze(1)
+    pairs = (labels == 1) & has_gaze(gaze).unsqueeze(1)
     kl = kl_gaze_explanation(gaze_distribution(gaze, feature_map.shape[-2:]), explanations, pairs)
     return bce, kl
 
@@ -110,11 +112,14 @@ def batch_loss(adapter: ModelAdapter, batch: Batch, kl_weight: float, smoothing:
     return bce + kl_weight * kl
 
 
+load_recipe, default_recipe = recipes.recipe_functions(NAME)  # gazebench/resources/recipes/mimic_guided.yaml
+
+
 SPEC = MODELS.register(NAME)(
     ModelSpec(
         name=NAME,
         build_adapter=build_adapter,
-        default_recipe=densenet.recipe_loader(NAME),
+        default_recipe=default_recipe,
         loss=batch_loss,
         description="Learning How to MIMIC (WACV 2023): DenseNet-121 + KL(gaze || CAM) training loss",
     )

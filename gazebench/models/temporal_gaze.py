@@ -39,8 +39,8 @@ Departures from the repository, each for a reason:
   its own module (DeepLift needs one per use), and the frame CNN's are functional (see
   ``FrameCNN``: nothing is attributed through the frames).
 
-Training loss: BCE with logits against the label vectors, NaN labels left out (unet_gaze's
-``class_loss``).  Grad-CAM (``cam_layer``) uses the image branch's last spatial map (after the
+Training loss: BCE with logits against the label vectors, NaN labels left out
+(``losses.classification_loss``, on the image and the frames).  Grad-CAM (``cam_layer``) uses the image branch's last spatial map (after the
 max-pool, stride 4).
 """
 
@@ -56,10 +56,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gazebench.data.sample import Batch
 from gazebench.errors import UserError
-from gazebench.models import recipes
-from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
+from gazebench.models.adapters import network_adapter
+from gazebench.models.base import ModelAdapter
+from gazebench.models.egd_encoder import DEFAULT_CLASSES
+from gazebench.models.fixation_frames import gaussian_profiles, padded_fixations
+from gazebench.models.losses import classification_loss
 from gazebench.models.spec import ModelSpec
-from gazebench.models.unet_gaze import DEFAULT_CLASSES, class_loss
+from gazebench.models.training import recipes
 from gazebench.registry import MODELS
 
 NAME = "temporal_gaze"
@@ -68,46 +71,6 @@ MIN_INPUT_SIZE = 8
 
 
 # --- fixation frames -------------------------------------------------------------------------
-
-
-def padded_fixations(
-    fixations: list[torch.Tensor], device: torch.device | str, max_count: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row fixations [N_i, 3] -> padded [B, T, 3] and mask [B, T] (real fixations first, T >= 1).
-
-    With ``max_count``, rows with more fixations keep their ``max_count`` longest ones (by
-    duration, ties to the earlier), still in reading order.
-    """
-    lengths = torch.tensor([len(f) for f in fixations], dtype=torch.long)
-    longest = max(int(lengths.max()) if len(fixations) else 0, 1)
-    flat = torch.cat([f.reshape(-1, 3) for f in fixations] or [torch.zeros(0, 3)]).to(device=device, dtype=torch.float32)
-    rows = torch.repeat_interleave(torch.arange(len(fixations)), lengths).to(device)
-    starts = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths).to(device)
-    positions = torch.arange(len(flat), device=device) - starts
-    padded = torch.zeros(len(fixations), longest, 3, device=device)
-    mask = torch.zeros(len(fixations), longest, dtype=torch.bool, device=device)
-    padded[rows, positions] = flat
-    mask[rows, positions] = True
-    if max_count is not None and longest > max_count:
-        padded, mask = longest_fixations(padded, mask, max_count)
-    return padded, mask
-
-
-def longest_fixations(padded: torch.Tensor, mask: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``count`` longest-duration fixations of each row, in their original (reading) order."""
-    durations = torch.nan_to_num(padded[..., 2], nan=0.0).masked_fill(~mask, -math.inf)
-    # a stable descending sort (ties: the earlier fixation first), then back to reading order
-    keep = durations.argsort(dim=1, descending=True, stable=True)[:, :count].sort(dim=1).values
-    return padded.gather(1, keep[..., None].expand(-1, -1, 3)), mask.gather(1, keep)
-
-
-def gaussian_profiles(coordinates: torch.Tensor, grid: int, size: int, sigma: float) -> torch.Tensor:
-    """exp(-(c - coordinate)^2 / 2 sigma^2) at the ``size`` pixel centres c of a grid side: [..., size].
-
-    Coordinates and sigma are in grid pixels (origin at the first pixel's outer edge).
-    """
-    centres = (torch.arange(size, device=coordinates.device, dtype=torch.float32) + 0.5) * (grid / size)
-    return torch.exp(-0.5 * ((centres - coordinates[..., None]) / sigma) ** 2)
 
 
 def fixation_frames(
@@ -281,7 +244,7 @@ class TemporalGaze(nn.Module):
         return out.index_put(mask.nonzero(as_tuple=True), embedded)
 
 
-# --- adapter, loss, recipes ------------------------------------------------------------------
+# --- adapter and recipes ---------------------------------------------------------------------
 
 
 def build_adapter(
@@ -305,36 +268,15 @@ def build_adapter(
     if frame_sigma <= 0:
         raise UserError(f"{NAME}: frame_sigma must be positive (a fraction of the grid side), got {frame_sigma}")
     network = TemporalGaze(len(class_names), input_size, frame_size, embed_dim, dense_hidden, lstm_hidden, dropout)
-    if state_dict is not None:
-        network.load_state_dict(state_dict)
     config = {
         "input_size": input_size, "frame_size": frame_size, "frame_sigma": frame_sigma, "max_frames": max_frames,
         "embed_dim": embed_dim, "dense_hidden": dense_hidden, "lstm_hidden": lstm_hidden, "dropout": dropout,
     }
-    return ModelAdapter(
-        name=NAME,
-        module=network,
-        class_names=list(class_names),
-        cam_layer=network.cam_layer,
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        config=config,
-        extra_inputs=partial(frames_from_batch, frame_size=frame_size, frame_sigma=frame_sigma, max_frames=max_frames),
-    )
+    frames = partial(frames_from_batch, frame_size=frame_size, frame_sigma=frame_sigma, max_frames=max_frames)
+    return network_adapter(network, NAME, class_names, config, state_dict, extra_inputs=frames)
 
 
-def batch_logits(adapter: ModelAdapter, batch: Batch) -> torch.Tensor:
-    """Class logits [B, C] of a batch: image and fixation frames."""
-    return adapter.module(adapter.preprocess(batch.images), *adapter.extra_inputs(batch))
-
-
-def batch_loss(adapter: ModelAdapter, batch: Batch) -> torch.Tensor:
-    """Training loss of one batch: class BCE with logits, NaN labels left out."""
-    return class_loss(batch_logits(adapter, batch), batch.labels)
-
-
-load_recipe, default_recipe = recipes.recipe_functions(NAME)  # baselines/<NAME>.yaml: embedded on synth, paper on real data
+load_recipe, default_recipe = recipes.recipe_functions(NAME)  # gazebench/resources/recipes/<NAME>.yaml: embedded on synth, paper on real data
 
 
 SPEC = MODELS.register(NAME)(
@@ -342,7 +284,7 @@ SPEC = MODELS.register(NAME)(
         name=NAME,
         build_adapter=build_adapter,
         default_recipe=default_recipe,
-        loss=batch_loss,
+        loss=classification_loss,  # class BCE with logits on the image and frames, NaN labels left out
         description="EGD temporal model (Karargyris et al. 2021): image CNN + per-fixation frame CNN -> BiLSTM -> attention",
     )
 )

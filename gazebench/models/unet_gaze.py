@@ -1,7 +1,7 @@
 """The static U-Net of the EGD paper (Karargyris et al. 2021): a classifier that also predicts gaze.
 
 segmentation_models_pytorch's ``Unet`` with timm's ``tf_efficientnet_b0`` encoder (the network
-smp used to call ``timm-efficientnet-b0``), a 1-channel decoder that predicts the radiologist's
+smp used to call ``timm-efficientnet-b0``; see egd_encoder.py), a 1-channel decoder that predicts the radiologist's
 gaze heatmap, and a classification head (average pool, dropout, Linear -> classes) on the
 deepest encoder features.  Weights start random (``encoder_weights=None``): smp's default
 would download ImageNet weights, and gazebench never touches the network at run time.
@@ -13,27 +13,26 @@ Training loss (REFERENCES section 2)::
 where ``gaze_target`` is the sample's gaze density resized to the model input and divided by
 its maximum, a [0, 1] heatmap like the paper's decoder target.  Images without any fixation
 (all-zero density) have no target: they are left out of the gaze term, which then averages
-over the images that have one (and is 0 when none has).
+over the images that have one (and is 0 when none has).  The pieces are in losses.py
+(``gaze_target``, ``gaze_classification_loss``).
 """
 
 from __future__ import annotations
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gazebench.data.sample import Batch
-from gazebench.errors import UserError
-from gazebench.models import recipes
-from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
+from gazebench.models.adapters import check_input_size, network_adapter
+from gazebench.models.base import ModelAdapter
+from gazebench.models.egd_encoder import DEFAULT_CLASSES, ENCODER, INPUT_MULTIPLE, last_stage
+from gazebench.models.losses import class_loss, gaze_classification_loss, gaze_target
 from gazebench.models.spec import ModelSpec
+from gazebench.models.training import recipes
 from gazebench.registry import MODELS
 
 NAME = "unet_gaze"
-DEFAULT_CLASSES = ("Normal", "CHF", "pneumonia")
-ENCODER = "tu-tf_efficientnet_b0"
-INPUT_MULTIPLE = 32  # the U-Net halves the resolution five times
 
 
 class UNetGaze(nn.Module):
@@ -61,7 +60,7 @@ class UNetGaze(nn.Module):
         ``encoder(x)[-1]`` is exactly this module's output (the paper's Grad-CAM used the same
         layer, ``encoder.blocks.6``).
         """
-        return self.unet.encoder.model.blocks[-1]
+        return last_stage(self.unet.encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed input [B, 3, S, S] -> class logits [B, C]."""
@@ -91,63 +90,10 @@ def build_adapter(
     state_dict: dict | None = None,
 ) -> ModelAdapter:
     """A ``unet_gaze`` adapter: fresh random weights, or ``state_dict`` (a ``UNetGaze`` one)."""
-    if input_size <= 0 or input_size % INPUT_MULTIPLE:
-        raise UserError(f"unet_gaze: input_size must be a positive multiple of {INPUT_MULTIPLE}, got {input_size}")
+    check_input_size(NAME, input_size, INPUT_MULTIPLE)
     network = UNetGaze(n_classes=len(class_names), dropout=dropout)
-    if state_dict is not None:
-        network.load_state_dict(state_dict)
-    return ModelAdapter(
-        name=NAME,
-        module=network,
-        class_names=list(class_names),
-        cam_layer=network.cam_layer,
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        gaze_head=GazeHead(network),
-        config={"input_size": input_size, "dropout": dropout},
-    )
-
-
-def gaze_target(gaze: torch.Tensor, size: int) -> torch.Tensor:
-    """Gaze densities [B, G, G] -> decoder targets [B, 1, size, size], each scaled to a maximum of 1.
-
-    Resized like the images (bilinear, antialiased: non-negative weights, so no negative
-    values); an all-zero density (an image without gaze) stays all zero.
-    """
-    target = gaze.unsqueeze(1).float()
-    if target.shape[-1] != size:
-        target = F.interpolate(target, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    peak = target.amax(dim=(1, 2, 3), keepdim=True)
-    return target / peak.clamp_min(torch.finfo(target.dtype).tiny)
-
-
-def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """BCE with logits against the label vectors [B, C] (one-hot for single-label data), mean
-    over the known (image, class) entries: NaN labels (uncertain) are left out."""
-    known = ~labels.isnan()
-    if not bool(known.any()):
-        return class_logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(class_logits[known], labels[known].to(class_logits.dtype))
-
-
-def gaze_loss(gaze_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-pixel BCE with logits, mean over the pixels of the images that have gaze (0 if none has)."""
-    has_gaze = targets.flatten(1).amax(dim=1) > 0
-    if not bool(has_gaze.any()):
-        return gaze_logits.new_zeros(())
-    return F.binary_cross_entropy_with_logits(gaze_logits[has_gaze], targets[has_gaze])
-
-
-def gaze_classification_loss(
-    class_logits: torch.Tensor,
-    gaze_logits: torch.Tensor,
-    labels: torch.Tensor,
-    targets: torch.Tensor,
-    gamma: float,
-) -> torch.Tensor:
-    """The paper's loss, ``gamma * class_loss + (1 - gamma) * gaze_loss``; ``targets`` from ``gaze_target``."""
-    return gamma * class_loss(class_logits, labels) + (1 - gamma) * gaze_loss(gaze_logits, targets)
+    config = {"input_size": input_size, "dropout": dropout}
+    return network_adapter(network, NAME, class_names, config, state_dict, gaze_head=GazeHead(network))
 
 
 def batch_loss(adapter: ModelAdapter, batch: Batch, gamma: float) -> torch.Tensor:
@@ -160,7 +106,7 @@ def batch_loss(adapter: ModelAdapter, batch: Batch, gamma: float) -> torch.Tenso
     return gaze_classification_loss(class_logits, gaze_logits, batch.labels, targets, gamma)
 
 
-load_recipe, default_recipe = recipes.recipe_functions(NAME)  # baselines/<NAME>.yaml: embedded on synth, paper on real data
+load_recipe, default_recipe = recipes.recipe_functions(NAME)  # gazebench/resources/recipes/<NAME>.yaml: embedded on synth, paper on real data
 
 
 SPEC = MODELS.register(NAME)(

@@ -15,7 +15,9 @@ torchxrayvision's operating-point outputs), empty-named outputs dropped, a disti
 ``xrv.utils.normalize(img, maxval=1)`` = ``(2 img - 1) * 1024``, which is exactly the
 adapter's ``(img - mean) / std`` with mean 0.5 and std 1/2048 (so ``ModelAdapter`` needs no
 change).  ``random_weights: true`` builds the same network with random weights and no file
-(tests only).  These models are not trained by gazebench: ``default_recipe`` refuses.
+(tests only).  These models are not trained by gazebench: their spec declares no
+``default_recipe`` (``gazebench train`` refuses in one line) and an ``open_for_run`` that finds
+the weights file for ``gazebench run``.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from gazebench.errors import UserError
+from gazebench.models.adapters import DEFAULT_INPUT_SIZE, network_adapter
 from gazebench.models.base import ModelAdapter
-from gazebench.models.generic import DEFAULT_INPUT_SIZE, class_loss, distinct_block_relus, load_weights
+from gazebench.models.captum_compat import distinct_block_relus
+from gazebench.models.losses import classification_loss
 from gazebench.models.spec import ModelSpec
 from gazebench.registry import MODELS, choices_phrase
 
@@ -198,7 +200,6 @@ def build_xrv_adapter(
     pathologies = list(info["labels"])
     if state_dict is not None or random_weights:
         network = XRVClassifier(random_xrv_network(weights), pathologies)
-        load_weights(network, state_dict, name)
         source = "state_dict" if state_dict is not None else "random"
     else:
         path = resolve_xrv_weights(weights, weights_path)
@@ -207,33 +208,8 @@ def build_xrv_adapter(
     if class_names is not None and list(class_names) != network.class_names:
         raise UserError(f"{name} predicts {network.class_names}, not {list(class_names)}; map the data's classes with a label map")
     input_size = int(input_size or info.get("input_resolution", DEFAULT_INPUT_SIZE))
-    return ModelAdapter(
-        name=name,
-        module=network.eval(),
-        class_names=network.class_names,
-        cam_layer=network.cam_layer,
-        input_size=input_size,
-        mean=XRV_MEAN,
-        std=XRV_STD,
-        config={"input_size": input_size, "weights": weights, "weights_source": source},
-    )
-
-
-def xrv_no_training(weights: str) -> Callable[[str], dict]:
-    def default_recipe(dataset: str) -> dict:
-        raise UserError(
-            f"xrv:{weights} is a pretrained torchxrayvision model and gazebench does not train it; "
-            f"run it directly: gazebench run --model xrv:{weights} --data {dataset}"
-        )
-
-    return default_recipe
-
-
-@dataclass(frozen=True)
-class PretrainedModelSpec(ModelSpec):
-    """A spec whose weights come from outside gazebench (``open_for_run(checkpoint)`` finds them)."""
-
-    open_for_run: Callable[..., tuple[ModelAdapter, Path | None, str]] | None = None
+    config = {"input_size": input_size, "weights": weights, "weights_source": source}
+    return network_adapter(network.eval(), name, network.class_names, config, state_dict, mean=XRV_MEAN, std=XRV_STD)
 
 
 def is_gazebench_checkpoint(path: Path) -> bool:
@@ -265,16 +241,17 @@ def open_xrv_for_run(weights: str, checkpoint: str | os.PathLike | None = None) 
 
 
 @MODELS.register_prefix("xrv", placeholder="weights")
-def xrv_family(weights: str) -> PretrainedModelSpec:
+def xrv_family(weights: str) -> ModelSpec:
     """The spec of ``xrv:<weights>``; weights names torchxrayvision does not know are refused."""
     names = xrv_weights_names()
     if weights not in names:
         raise LookupError(f"torchxrayvision has no weights {weights!r}; {choices_phrase(names, weights)}")
-    return PretrainedModelSpec(
+    return ModelSpec(
         name=f"xrv:{weights}",
         build_adapter=partial(build_xrv_adapter, weights),
-        default_recipe=xrv_no_training(weights),
-        loss=class_loss,
+        default_recipe=None,
+        not_trained="a pretrained torchxrayvision model",
+        loss=classification_loss,
         description=f"torchxrayvision {weights} (pretrained; weights file from its cache or --checkpoint)",
         open_for_run=partial(open_xrv_for_run, weights),
     )

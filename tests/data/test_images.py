@@ -1,6 +1,7 @@
 """Image decoding: PNG/JPG, DICOM (pydicom), and the real-image path on two NIH ChestX-ray14 images.
 
-The two real images in ``../shared/data/nih_cxr14_samples/`` are from the NIH ChestX-ray14
+The two real images (the ``nih_samples`` fixture: ``../shared/data/nih_cxr14_samples/`` beside the
+repository, or ``$GAZEBENCH_NIH_SAMPLES``; skipped when absent) are from the NIH ChestX-ray14
 dataset (https://nihcc.app.box.com/v/ChestXray-NIHCC), courtesy of the NIH Clinical Center;
 Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. "ChestX-ray8: Hospital-scale Chest X-ray
 Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax
@@ -23,7 +24,6 @@ from gazebench.data.images import image_size, letterbox_array, read_grey
 from gazebench.errors import UserError
 from tests.fixtures.mimic_layout import write_dicom
 
-NIH_SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nih_cxr14_samples"
 NIH_IMAGES = ["00000001_000.png", "00027426_000.png"]
 GRID = 224
 
@@ -140,13 +140,11 @@ def test_compressed_dicom_without_plugins_names_them(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def nih_grid_images() -> torch.Tensor:
+def nih_grid_images(nih_samples: Path) -> torch.Tensor:
     """The two NIH images decoded and letterboxed onto the scoring grid: [2, 1, 224, 224]."""
-    if not NIH_SAMPLES.is_dir():
-        pytest.skip(f"the NIH ChestX-ray14 samples are not at {NIH_SAMPLES} (shared data folder absent)")
     grids = []
     for name in NIH_IMAGES:
-        grey = read_grey(NIH_SAMPLES / name)
+        grey = read_grey(nih_samples / name)
         assert grey.shape == (512, 512) and grey.dtype == np.float32
         assert 0 <= grey.min() < 0.2 and 0.8 < grey.max() <= 1 and grey.std() > 0.1  # a real radiograph
         box = Letterbox(grey.shape[1], grey.shape[0], GRID)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays as array_strategy
 from scipy.stats import rankdata
 
-from gazebench.metrics.auc import VALUE_BINS, AUCJudd, AUCShuffled, _value_bins
+from gazebench.metrics.auc import VALUE_BINS, AUCJudd, AUCShuffled, value_bins
 from gazebench.metrics.base import GazeTargets
 from tests.metrics.reference import (
     auc_judd_reference,
@@ -106,7 +106,7 @@ def test_awkward_value_distributions_match_references(case):
 def test_value_bins_keep_the_minimum_alone_and_stay_monotone():
     saliency = torch.tensor([[0.0, 5e-324, 1e-300, 3.0, 1e5, 1e5], [2.0, 2.0, 2.5, 3.0, 3.0, 4.0]], dtype=torch.float64)
     low, high = saliency.amin(dim=1), saliency.amax(dim=1)
-    bins = _value_bins(saliency, low, high, torch.tensor([True, True]))
+    bins = value_bins(saliency, low, high, torch.tensor([True, True]))
     assert bins[0, 0] == 0 and (bins[0, 1:] >= 1).all()  # a denormal step above the minimum is not the minimum
     assert bins[1].tolist()[:2] == [0, 0] and (bins[1, 2:] >= 1).all()  # the minimum, twice
     assert (bins.diff(dim=1) >= 0).all() and int(bins.max()) == VALUE_BINS - 1

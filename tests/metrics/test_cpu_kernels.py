@@ -15,8 +15,8 @@ from skimage.metrics import structural_similarity
 from gazebench.metrics import cpu_kernels
 from gazebench.metrics.auc import AUCJudd, AUCShuffled
 from gazebench.metrics.base import NEEDS, GazeTargets
-from gazebench.metrics.map_metrics import SSIM
 from gazebench.metrics.scoring import score_maps
+from gazebench.metrics.ssim import SSIM
 from gazebench.registry import METRICS
 from tests.metrics.reference import REFERENCES, auc_judd_reference, auc_shuffled_reference, minmax, random_arrays
 

@@ -11,7 +11,7 @@ from skimage.filters import threshold_otsu
 
 from gazebench.metrics import localisation
 from gazebench.metrics.base import GazeTargets
-from gazebench.metrics.localisation import FRACTION_BITS, HitRate, OtsuIoU, _MinMaxCodes, _numpy_histogram, otsu_masks, otsu_thresholds
+from gazebench.metrics.localisation import FRACTION_BITS, HitRate, MinMaxCodes, OtsuIoU, numpy_histogram, otsu_masks, otsu_thresholds
 from gazebench.registry import METRICS
 from tests.metrics.reference_localisation import hit_reference, iou_reference, minmax_reference, otsu_mask_reference
 
@@ -78,7 +78,7 @@ def test_histogram_assigns_values_on_bin_edges_as_numpy_does():
         inner = edges[1:-1]
         rows.append(np.concatenate([edges, np.nextafter(inner, -np.inf), np.nextafter(inner, np.inf), rng.uniform(edges[0], edges[-1], 50)]))
     values = torch.as_tensor(np.stack(rows))
-    counts, centres = _numpy_histogram(values, values.amin(dim=1), values.amax(dim=1), 256)
+    counts, centres = numpy_histogram(values, values.amin(dim=1), values.amax(dim=1), 256)
     for row, row_counts, row_centres in zip(rows, counts.numpy(), centres.numpy()):
         expected_counts, expected_edges = np.histogram(row, bins=256)
         np.testing.assert_array_equal(row_counts, expected_counts)
@@ -170,7 +170,7 @@ def test_codes_recheck_the_pixels_a_float32_candidate_puts_in_the_wrong_bin(dtyp
     scale = (512 / (flat.max(axis=1, keepdims=True).astype(np.float64) - low)).astype(np.float32)
     float32_half_bins = np.floor((flat - low).astype(np.float32) * scale)
     assert (float32_half_bins != np.floor(scaled * 512)).sum() >= 10
-    codes = _MinMaxCodes(torch.as_tensor(maps), None, 256)
+    codes = MinMaxCodes(torch.as_tensor(maps), None, 256)
     assert 0 < codes.uncertain.numel() < scaled.size
     expected = np.stack([np.histogram(row, bins=256)[0] for row in scaled])
     np.testing.assert_array_equal(codes.otsu_counts().numpy(), expected)
@@ -183,7 +183,7 @@ def test_codes_recheck_the_pixels_a_float32_candidate_puts_in_the_wrong_bin(dtyp
 def test_codes_recheck_only_a_few_pixels_of_smooth_maps():
     """The fast path's premise: about 2 in 2**FRACTION_BITS pixels of a smooth map lie within the recheck margin."""
     maps = blob_maps((4, 224, 224), seed=2)
-    codes = _MinMaxCodes(torch.as_tensor(maps), None, 256)
+    codes = MinMaxCodes(torch.as_tensor(maps), None, 256)
     assert 0 < codes.uncertain.numel() < 4 * maps.size / 2**FRACTION_BITS
 
 

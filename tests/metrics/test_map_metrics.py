@@ -24,10 +24,9 @@ from gazebench.metrics.map_metrics import (
     KL,
     NSS,
     SIM,
-    SSIM,
     InfoGain,
-    gaussian_window,
 )
+from gazebench.metrics.ssim import SSIM, gaussian_window
 from gazebench.registry import METRICS
 from tests.metrics.reference import (
     REFERENCES,

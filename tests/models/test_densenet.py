@@ -19,7 +19,7 @@ from gazebench.errors import UserError
 from gazebench.methods import deeplift as deeplift_module
 from gazebench.methods.deeplift import DeepLiftMethod, deeplift_warnings
 from gazebench.methods.gradient import make_baseline
-from gazebench.models import densenet, mimic_guided
+from gazebench.models import densenet, losses, mimic_guided
 from gazebench.models.checkpoint import adapter_from_checkpoint, save_checkpoint
 from gazebench.registry import MODELS
 
@@ -249,7 +249,7 @@ def test_class_loss_leaves_out_uncertain_labels():
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
     labels = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
     expected = bce(logits[~labels.isnan()], labels[~labels.isnan()]).mean()
-    assert densenet.class_loss(logits, labels).item() == pytest.approx(expected.item())
+    assert losses.class_loss(logits, labels).item() == pytest.approx(expected.item())
 
 
 def test_densenet121_loss_is_bce_on_the_logits():
@@ -259,7 +259,7 @@ def test_densenet121_loss_is_bce_on_the_logits():
         logits = adapter.logits(batch.images)
         known = ~batch.labels.isnan()
         expected = bce(logits[known], batch.labels[known]).mean()
-        assert densenet.batch_loss(adapter, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+        assert densenet.SPEC.loss(adapter, batch).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_densenet_aug_loss_is_bce_alone_when_no_image_has_gaze():
@@ -267,7 +267,7 @@ def test_densenet_aug_loss_is_bce_alone_when_no_image_has_gaze():
     batch = tiny_batch(with_gaze=(False, False, False, False))
     with torch.no_grad():
         loss = densenet.aug_batch_loss(adapter, batch, gaze_weight=5.0)
-        assert loss.item() == pytest.approx(densenet.class_loss(adapter.logits(batch.images), batch.labels).item(), rel=1e-6)
+        assert loss.item() == pytest.approx(losses.class_loss(adapter.logits(batch.images), batch.labels).item(), rel=1e-6)
 
 
 def test_densenet_aug_loss_adds_lambda_times_the_mse_over_images_with_gaze():
@@ -278,11 +278,11 @@ def test_densenet_aug_loss_adds_lambda_times_the_mse_over_images_with_gaze():
     with torch.no_grad():
         class_logits, gaze_logits = adapter.module.forward_with_gaze(adapter.preprocess(batch.images))
         target0 = torch.tensor([[1.0, 0.5], [0.5, 0.0]])
-        target2 = densenet.gaze_heatmap_target(batch.gaze[2:3], (2, 2))[0, 0]
+        target2 = losses.gaze_heatmap_target(batch.gaze[2:3], (2, 2))[0, 0]
         assert target2.max().item() == pytest.approx(1.0) and target2.min().item() >= 0
         errors = [gaze_logits[0, 0].sigmoid() - target0, gaze_logits[2, 0].sigmoid() - target2]
         squared = torch.cat([error.flatten() for error in errors]) ** 2
-        expected = densenet.class_loss(class_logits, batch.labels) + 0.7 * squared.mean()
+        expected = losses.class_loss(class_logits, batch.labels) + 0.7 * squared.mean()
         assert densenet.aug_batch_loss(adapter, batch, gaze_weight=0.7).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -336,11 +336,11 @@ def test_mimic_guided_loss_is_bce_alone_without_gaze_or_positive_labels():
     adapter = build("mimic_guided", CHEXPERT).eval()
     batch = tiny_batch(len(CHEXPERT), with_gaze=(False, False, False, False))
     with torch.no_grad():
-        bce_only = densenet.class_loss(adapter.logits(batch.images), batch.labels).item()
+        bce_only = losses.class_loss(adapter.logits(batch.images), batch.labels).item()
         assert mimic_guided.batch_loss(adapter, batch, kl_weight=3.0).item() == pytest.approx(bce_only, rel=1e-6)
         with_gaze = tiny_batch(len(CHEXPERT), with_gaze=(True, True, True, True))
         with_gaze.labels = torch.where(with_gaze.labels == 1, torch.zeros(()), with_gaze.labels)  # no positive label
-        bce_only = densenet.class_loss(adapter.logits(with_gaze.images), with_gaze.labels).item()
+        bce_only = losses.class_loss(adapter.logits(with_gaze.images), with_gaze.labels).item()
         assert mimic_guided.batch_loss(adapter, with_gaze, kl_weight=3.0).item() == pytest.approx(bce_only, rel=1e-6)
 
 

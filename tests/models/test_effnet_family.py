@@ -8,7 +8,7 @@ import torch
 
 from gazebench.data.sample import Sample, collate, one_hot
 from gazebench.errors import UserError
-from gazebench.models import effnet_baseline, heatmap_generator, temporal_gaze, unet_gaze
+from gazebench.models import effnet_baseline, heatmap_generator, losses, temporal_gaze, unet_gaze
 from gazebench.models.checkpoint import adapter_from_checkpoint, save_checkpoint
 from gazebench.registry import METHODS, MODELS
 
@@ -223,7 +223,7 @@ def test_set2_loss_leaves_out_phases_without_fixations():
     assert targets.amax(dim=(2, 3)).tolist() == [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
     with torch.no_grad():
         class_logits, heatmap_logits = adapter.module.forward_with_heatmaps(adapter.preprocess(batch.images))
-        expected = 0.3 * unet_gaze.class_loss(class_logits, batch.labels) + 0.7 * torch.nn.functional.binary_cross_entropy_with_logits(
+        expected = 0.3 * losses.class_loss(class_logits, batch.labels) + 0.7 * torch.nn.functional.binary_cross_entropy_with_logits(
             heatmap_logits[0, :2], targets[0, :2]
         )
         assert heatmap_generator.batch_loss(adapter, batch, gamma=0.3).item() == pytest.approx(expected.item(), rel=1e-5)
@@ -297,7 +297,7 @@ def test_an_image_without_fixations_gives_finite_logits_and_gradients():
     with torch.no_grad():
         assert bool(adapter.module(x[1:2], frames[1:2], mask[1:2]).isfinite().all())
     adapter.module.train()
-    loss = temporal_gaze.batch_loss(adapter, batch.select([1, 1, 3]))  # two rows without gaze
+    loss = temporal_gaze.SPEC.loss(adapter, batch.select([1, 1, 3]))  # two rows without gaze
     loss.backward()
     assert bool(loss.isfinite()) and all(bool(p.grad.isfinite().all()) for p in adapter.module.parameters() if p.grad is not None)
 

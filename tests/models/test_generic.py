@@ -1,6 +1,6 @@
 """Generic families: torchvision:<name>, timm:<name>, xrv:<weights>; the cam_layer rule; Grad-CAM through them.
 
-The two real images in ``../shared/data/nih_cxr14_samples/`` are from the NIH ChestX-ray14
+The two real images (the ``nih_samples`` fixture of tests/conftest.py, skipped when absent) are from the NIH ChestX-ray14
 dataset (https://nihcc.app.box.com/v/ChestXray-NIHCC), courtesy of the NIH Clinical Center;
 Wang X et al., "ChestX-ray8", IEEE CVPR 2017 (see tests/data/NIH_NOTICE.md).  They test the
 real-image path through a torchxrayvision network with random weights, never a result.
@@ -20,14 +20,14 @@ from gazebench.data.images import image_size, letterbox_array, read_grey
 from gazebench.data.sample import Sample, collate, one_hot
 from gazebench.errors import UserError
 from gazebench.methods.cam import GradCamMethod
-from gazebench.models import generic
 from gazebench.models import xrv as xrv_family
-from gazebench.models.checkpoint import adapter_from_checkpoint, save_checkpoint, sha256_file
+from gazebench.models.base import IMAGENET_MEAN
+from gazebench.models.cam_layer import find_cam_layer
+from gazebench.models.checkpoint import adapter_from_checkpoint, save_checkpoint, sha256_file, state_dict_sha256
 from gazebench.registry import MODELS
 
 CLASSES = ["Normal", "CHF", "pneumonia"]
 SIZE = 64
-NIH_SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nih_cxr14_samples"
 NIH_IMAGES = ["00000001_000.png", "00027426_000.png"]
 XRV_ALL = "densenet121-res224-all"
 
@@ -66,7 +66,7 @@ def convnext_atto():
 def test_torchvision_models_build_with_random_weights_and_the_rule_finds_their_last_feature_map(resnet18, densenet121):
     assert module_name(resnet18) == "layer4" and module_name(densenet121) == "features"
     for adapter in (resnet18, densenet121):
-        assert adapter.class_names == CLASSES and adapter.input_size == SIZE and adapter.mean == generic.IMAGENET_MEAN
+        assert adapter.class_names == CLASSES and adapter.input_size == SIZE and adapter.mean == IMAGENET_MEAN
         with torch.no_grad():
             assert adapter.logits(grid_images()).shape == (2, 3)
 
@@ -200,15 +200,15 @@ class ReusedEnd(nn.Module):
 
 def test_rule_skips_adaptive_pooling_and_restores_training_mode():
     network = VGGLike().train()
-    assert generic.find_cam_layer(network, 32) is network.features
+    assert find_cam_layer(network, 32) is network.features
     assert network.training and network.features[0].training
 
 
 def test_rule_refuses_transformers_and_reused_modules_with_one_line():
     with pytest.raises(UserError, match=r"^m: token sequences follow its last 4-D map 'patch' \(a transformer\?\).*wrap_model"):
-        generic.find_cam_layer(TokenNet(), 64, model_name="m")
+        find_cam_layer(TokenNet(), 64, model_name="m")
     with pytest.raises(UserError, match=r"^m: its last feature map comes from 'act', a module used 2 times per forward pass"):
-        generic.find_cam_layer(ReusedEnd(), 64, model_name="m")
+        find_cam_layer(ReusedEnd(), 64, model_name="m")
 
 
 def test_unknown_architectures_are_refused_by_the_registry():
@@ -251,7 +251,7 @@ def test_missing_xrv_weights_name_the_file_the_folder_and_the_url(xrv_home, tmp_
 
 def test_xrv_densenet_with_random_weights_keeps_its_pathologies_and_drops_empty_outputs():
     full = MODELS.get(f"xrv:{XRV_ALL}").build_adapter(random_weights=True)
-    assert generic.find_cam_layer(full.module, SIZE, channels=1) is full.cam_layer  # the rule agrees
+    assert find_cam_layer(full.module, SIZE, channels=1) is full.cam_layer  # the rule agrees
     labels = xrv_family.xrv_models().model_urls["densenet121-res224-mimic_ch"]["labels"]
     partial = MODELS.get("xrv:densenet121-res224-mimic_ch").build_adapter(random_weights=True, input_size=SIZE)
     assert full.class_names == xrv_family.xrv_models().DenseNet.targets and len(full.class_names) == 18
@@ -260,8 +260,10 @@ def test_xrv_densenet_with_random_weights_keeps_its_pathologies_and_drops_empty_
     assert partial.class_names == [name for name in labels if name] and len(partial.class_names) == 11
     with pytest.raises(UserError, match="predicts .* not \\['Normal', 'CHF', 'pneumonia'\\]; map the data's classes with a label map"):
         MODELS.get(f"xrv:{XRV_ALL}").build_adapter(class_names=CLASSES, random_weights=True)
+    spec = MODELS.get(f"xrv:{XRV_ALL}")
+    assert spec.default_recipe is None and not spec.trainable
     with pytest.raises(UserError, match="pretrained torchxrayvision model and gazebench does not train it"):
-        MODELS.get(f"xrv:{XRV_ALL}").default_recipe("synth")
+        spec.recipe_for("synth")
 
 
 def test_xrv_wrapper_gives_xrv_logits_of_the_named_outputs():
@@ -307,21 +309,19 @@ def test_gazebench_checkpoint_of_an_xrv_model_opens_for_run(tmp_path):
     assert (loaded_path, sha256) == (path, sha256_file(path))
 
 
-def nih_grid_images(grid: int) -> torch.Tensor:
-    if not NIH_SAMPLES.is_dir():
-        pytest.skip(f"NIH sample images not found at {NIH_SAMPLES}")
+def nih_grid_images(folder: Path, grid: int) -> torch.Tensor:
     images = []
     for name in NIH_IMAGES:
-        path = NIH_SAMPLES / name
+        path = folder / name
         width, height = image_size(path)
         images.append(letterbox_array(read_grey(path), Letterbox(width, height, grid)))
     return torch.stack(images)[:, None]
 
 
-def test_xrv_densenet_on_real_radiographs_uses_xrv_normalisation_forward_and_gradcam():
+def test_xrv_densenet_on_real_radiographs_uses_xrv_normalisation_forward_and_gradcam(nih_samples):
     torch.manual_seed(7)
     adapter = MODELS.get(f"xrv:{XRV_ALL}").build_adapter(random_weights=True).eval()
-    images = nih_grid_images(adapter.input_size)  # 224: the model's own resolution, no resize
+    images = nih_grid_images(nih_samples, adapter.input_size)  # 224: the model's own resolution, no resize
     inputs = adapter.preprocess(images)
     expected = np.stack([xrv_family.xrv_models().utils.normalize(image.numpy(), 1) for image in images])
     np.testing.assert_allclose(inputs.numpy(), expected, rtol=0, atol=1e-3)
@@ -334,12 +334,12 @@ def test_xrv_densenet_on_real_radiographs_uses_xrv_normalisation_forward_and_gra
 
 
 def test_state_dict_sha256_identifies_weights(resnet18):
-    first = generic.state_dict_sha256(resnet18.module)
-    assert first == generic.state_dict_sha256(resnet18.module) and len(first) == 64
+    first = state_dict_sha256(resnet18.module)
+    assert first == state_dict_sha256(resnet18.module) and len(first) == 64
     other = build("torchvision:resnet18")
     with torch.no_grad():
         other.module.fc.bias.add_(1e-3)
-    assert generic.state_dict_sha256(other.module) != first
+    assert state_dict_sha256(other.module) != first
 
 
 def test_gazebench_deeplift_on_a_resnet_is_complete_with_the_black_baseline(resnet18):

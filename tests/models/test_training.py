@@ -3,16 +3,20 @@
 import hashlib
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from gazebench.bootstrap import BOOTSTRAP
 from gazebench.data.sample import Sample, one_hot
 from gazebench.errors import UserError
-from gazebench.models import training, unet_gaze
+from gazebench.metrics.ops import average_ranks
+from gazebench.models import unet_gaze
 from gazebench.models.checkpoint import FORMAT, adapter_from_checkpoint, load_checkpoint, save_checkpoint, sha256_file
-from gazebench.models.training import auroc_ovr, average_ranks, evaluate_auroc, predict, train
+from gazebench.models.training import jobs, loop
+from gazebench.models.training.loop import auroc_ovr, evaluate_auroc, predict, train
 
 CLASSES = ["Normal", "CHF", "pneumonia"]
 GRID = 40
@@ -43,12 +47,12 @@ TRAIN = brightness_samples(12, seed=0, prefix="t")
 DEV = brightness_samples(6, seed=1, prefix="d")
 
 
-def run_training(tmp_path, name: str, seed: int = 0, **recipe_options) -> training.TrainResult:
+def run_training(tmp_path, name: str, seed: int = 0, **recipe_options) -> loop.TrainResult:
     return train(unet_gaze.SPEC, CLASSES, TRAIN, DEV, tiny_recipe(**recipe_options), seed, tmp_path / name, progress=False)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> training.TrainResult:
+def trained(tmp_path_factory) -> loop.TrainResult:
     return run_training(tmp_path_factory.mktemp("train"), "model.pt", epochs=3)
 
 
@@ -104,7 +108,7 @@ def test_selection_sees_only_dev_and_early_stopping_keeps_the_best_epoch(tmp_pat
         evaluated_ids.extend(s.image_id for s in samples)
         return {"per_class": {name: math.nan for name in CLASSES}, "mean": next(scripted)}
 
-    monkeypatch.setattr(training, "evaluate_auroc", scripted_auroc)
+    monkeypatch.setattr(loop, "evaluate_auroc", scripted_auroc)
     stopped = run_training(tmp_path, "stopped.pt", seed=3, epochs=6, patience=2)
     assert [r["epoch"] for r in stopped.history] == [1, 2, 3, 4]
     assert (stopped.best_epoch, stopped.best_dev_auroc) == (2, 0.7)
@@ -260,7 +264,7 @@ def test_checkpoint_whose_weights_do_not_fit_the_model(tmp_path):
 
 def test_an_interrupted_training_resumes_and_ends_as_if_never_stopped(tmp_path, monkeypatch):
     uninterrupted = run_training(tmp_path, "whole.pt", epochs=3)
-    real_evaluate = training.evaluate_auroc
+    real_evaluate = loop.evaluate_auroc
     calls = {"n": 0}
 
     def interrupt_in_epoch_3(*args, **kwargs):
@@ -269,13 +273,13 @@ def test_an_interrupted_training_resumes_and_ends_as_if_never_stopped(tmp_path, 
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(training, "evaluate_auroc", interrupt_in_epoch_3)
+    monkeypatch.setattr(loop, "evaluate_auroc", interrupt_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         run_training(tmp_path, "resumed.pt", epochs=3)
     resume_file = tmp_path / "resumed.resume.pt"
     assert resume_file.is_file() and not (tmp_path / "resumed.pt").exists()
     assert torch.load(resume_file, weights_only=True)["state"]["epoch"] == 2
-    monkeypatch.setattr(training, "evaluate_auroc", real_evaluate)
+    monkeypatch.setattr(loop, "evaluate_auroc", real_evaluate)
     resumed = run_training(tmp_path, "resumed.pt", epochs=3)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3] and not resume_file.exists()
     assert resumed.best_epoch == uninterrupted.best_epoch
@@ -291,7 +295,7 @@ def test_a_resume_file_of_another_run_is_not_used(tmp_path, monkeypatch):
 
 def test_plateau_schedule_halves_the_lr_after_epochs_without_dev_gain(tmp_path, monkeypatch):
     scripted = iter([0.6, 0.6, 0.6, 0.6, 0.6])
-    monkeypatch.setattr(training, "evaluate_auroc", lambda *a, **k: {"per_class": {}, "mean": next(scripted)})
+    monkeypatch.setattr(loop, "evaluate_auroc", lambda *a, **k: {"per_class": {}, "mean": next(scripted)})
     recipe = tiny_recipe(epochs=5)
     recipe["training"]["lr_schedule"] = {"mode": "plateau", "factor": 0.5, "patience": 2}
     result = train(unet_gaze.SPEC, CLASSES, TRAIN, DEV, recipe, 0, tmp_path / "plateau.pt", progress=False)
@@ -301,7 +305,7 @@ def test_plateau_schedule_halves_the_lr_after_epochs_without_dev_gain(tmp_path, 
 
 def test_augmentation_moves_image_gaze_and_fixations_together():
     from gazebench.data.sample import collate
-    from gazebench.models.augment import Augmentation
+    from gazebench.models.training.augment import Augmentation
 
     image = torch.zeros(1, GRID, GRID)
     image[0, 10:14, 4:8] = 1.0  # a bright square left of centre
@@ -339,7 +343,7 @@ def test_bootstrap_auroc_ci_matches_a_plain_patient_bootstrap():
     labels = (torch.rand(30, 2, generator=generator) < 0.4).float()
     labels[3, 1] = float("nan")
     patients = [f"p{i // 2}" for i in range(30)]  # two images per patient
-    intervals = training.bootstrap_auroc_ci(probs, labels, patients, n_boot=200, seed=7)
+    intervals = loop.bootstrap_auroc_ci(probs, labels, patients, n_boot=200, seed=7)
     # the same draws, written out plainly: patients in sorted order, all their images
     rng = np.random.default_rng(7)
     ordered = sorted(set(patients))
@@ -358,4 +362,32 @@ def test_bootstrap_auroc_ci_matches_a_plain_patient_bootstrap():
 
 def test_bootstrap_auroc_ci_of_a_perfect_classifier_is_one():
     labels = torch.tensor([[1.0], [0.0], [1.0], [0.0], [1.0], [0.0]])
-    assert training.bootstrap_auroc_ci(labels.clone(), labels, list("abcdef"), n_boot=100) == [(1.0, 1.0)]
+    assert loop.bootstrap_auroc_ci(labels.clone(), labels, list("abcdef"), n_boot=100) == [(1.0, 1.0)]
+
+
+# --- train_job: the device --------------------------------------------------------------------
+
+
+def test_train_job_resolves_the_device_and_trains_and_evaluates_there(tmp_path, tiny_synth, monkeypatch):
+    seen = []
+
+    def fake_train(spec, class_names, train_samples, dev_samples, recipe, seed, out, progress=True, device="cpu"):
+        seen.append(("train", device))
+        return loop.TrainResult(unet_gaze.build_adapter(class_names, input_size=32), Path(out), 1, 0.5)
+
+    def fake_evaluate(adapter, samples, batch_size=64, device="cpu", n_boot=0, seed=0):
+        seen.append(("evaluate", device, n_boot))
+        return {"per_class": {name: 0.5 for name in CLASSES}, "mean": 0.5, "ci": {}}
+
+    monkeypatch.setattr(jobs, "train", fake_train)
+    monkeypatch.setattr(jobs, "evaluate_auroc", fake_evaluate)
+    auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for asked, used in (("auto", auto), ("cpu", torch.device("cpu")), (torch.device("cpu"), torch.device("cpu"))):
+        seen.clear()
+        jobs.train_job("unet_gaze", "synth", tiny_synth, None, 1, 0, tmp_path / "model.pt", device=asked)
+        assert seen == [("train", used), ("evaluate", used, BOOTSTRAP["replicates"])], asked
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda was asked for but no CUDA GPU is visible"):
+            jobs.train_job("unet_gaze", "synth", tiny_synth, None, 1, 0, tmp_path / "model.pt", device="cuda")
+    with pytest.raises(UserError, match=r"^xrv:densenet121-res224-all is a pretrained torchxrayvision model and gazebench does not train it"):
+        jobs.train_job("xrv:densenet121-res224-all", "synth", tiny_synth, None, 1, 0, tmp_path / "xrv.pt")

@@ -5,7 +5,7 @@ import torch
 
 from gazebench.data.sample import Batch, Sample, collate, one_hot
 from gazebench.errors import UserError
-from gazebench.models import unet_gaze
+from gazebench.models import losses, unet_gaze
 from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD
 from gazebench.registry import MODELS
 
@@ -99,7 +99,7 @@ def test_loss_matches_the_formula_and_skips_images_without_gaze():
     class_term = bce(class_logits, onehot).mean()
     gaze_term = torch.cat([bce(gaze_logits[0], targets[0]).flatten(), bce(gaze_logits[2], targets[2]).flatten()]).mean()
     expected = gamma * class_term + (1 - gamma) * gaze_term
-    loss = unet_gaze.gaze_classification_loss(class_logits, gaze_logits, onehot, targets, gamma)
+    loss = losses.gaze_classification_loss(class_logits, gaze_logits, onehot, targets, gamma)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -108,30 +108,30 @@ def test_class_loss_leaves_out_uncertain_labels():
     labels = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
     known = torch.tensor([[True, False], [True, True]])
     expected = bce(class_logits[known], labels[known]).mean()
-    assert unet_gaze.class_loss(class_logits, labels).item() == pytest.approx(expected.item())
+    assert losses.class_loss(class_logits, labels).item() == pytest.approx(expected.item())
 
 
 def test_gamma_one_ignores_the_gaze_term():
     class_logits, labels = torch.randn(4, 3), torch.eye(3)[[0, 1, 2, 0]]
     targets = torch.rand(4, 1, 8, 8)
-    low = unet_gaze.gaze_classification_loss(class_logits, torch.full((4, 1, 8, 8), -5.0), labels, targets, 1.0)
-    high = unet_gaze.gaze_classification_loss(class_logits, torch.full((4, 1, 8, 8), 5.0), labels, targets, 1.0)
-    assert low.item() == high.item() == pytest.approx(unet_gaze.class_loss(class_logits, labels).item())
-    mixed = unet_gaze.gaze_classification_loss(class_logits, torch.full((4, 1, 8, 8), 5.0), labels, targets, 0.5)
+    low = losses.gaze_classification_loss(class_logits, torch.full((4, 1, 8, 8), -5.0), labels, targets, 1.0)
+    high = losses.gaze_classification_loss(class_logits, torch.full((4, 1, 8, 8), 5.0), labels, targets, 1.0)
+    assert low.item() == high.item() == pytest.approx(losses.class_loss(class_logits, labels).item())
+    mixed = losses.gaze_classification_loss(class_logits, torch.full((4, 1, 8, 8), 5.0), labels, targets, 0.5)
     assert mixed.item() != pytest.approx(0.5 * low.item())
 
 
 def test_without_any_gaze_only_the_class_term_remains():
     class_logits, labels = torch.randn(2, 3), torch.eye(3)[[1, 2]]
-    loss = unet_gaze.gaze_classification_loss(class_logits, torch.randn(2, 1, 4, 4), labels, torch.zeros(2, 1, 4, 4), 0.4)
-    assert loss.item() == pytest.approx(0.4 * unet_gaze.class_loss(class_logits, labels).item())
+    loss = losses.gaze_classification_loss(class_logits, torch.randn(2, 1, 4, 4), labels, torch.zeros(2, 1, 4, 4), 0.4)
+    assert loss.item() == pytest.approx(0.4 * losses.class_loss(class_logits, labels).item())
 
 
 def test_gaze_target_is_resized_and_peaks_at_one():
     density = torch.rand(3, 48, 48)
     density[1] = 0  # an image without gaze
     density = density / density.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-    target = unet_gaze.gaze_target(density, 32)
+    target = losses.gaze_target(density, 32)
     assert target.shape == (3, 1, 32, 32)
     assert target[0].max().item() == pytest.approx(1.0) and target[2].max().item() == pytest.approx(1.0)
     assert target.min().item() >= 0
@@ -155,12 +155,12 @@ def test_batch_loss_runs_the_decoder_against_the_rescaled_density():
     batch = tiny_batch()
     with torch.no_grad():
         class_logits, gaze_logits = adapter.module.forward_with_gaze(adapter.preprocess(batch.images))
-        expected = unet_gaze.gaze_classification_loss(
-            class_logits, gaze_logits, batch.labels, unet_gaze.gaze_target(batch.gaze, 32), 0.3
+        expected = losses.gaze_classification_loss(
+            class_logits, gaze_logits, batch.labels, losses.gaze_target(batch.gaze, 32), 0.3
         )
         assert unet_gaze.batch_loss(adapter, batch, gamma=0.3).item() == pytest.approx(expected.item())
         baseline = unet_gaze.batch_loss(adapter, batch, gamma=1.0)
-        assert baseline.item() == pytest.approx(unet_gaze.class_loss(class_logits, batch.labels).item())
+        assert baseline.item() == pytest.approx(losses.class_loss(class_logits, batch.labels).item())
 
 
 def test_paper_recipe_holds_the_published_numbers():

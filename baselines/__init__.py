@@ -1,1 +1,0 @@
-"""Recipes and the seed studies' reported numbers, installed as the package ``gazebench.baselines``."""

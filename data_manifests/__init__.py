@@ -1,1 +1,0 @@
-"""The data manifests (one YAML per dataset), installed as the package ``gazebench.data_manifests``."""

@@ -1,0 +1,66 @@
+"""Reading run directories back: the store's rows of one run or of several, and the run's seed.
+
+Aggregation reads only what a run stored (``gazebench.run.store``): ``scores/*.parquet``,
+``regions/*.parquet`` and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from gazebench.errors import UserError
+from gazebench.run.store import RunStore
+
+
+def run_rows(run_dir: Path) -> pd.DataFrame:
+    """The score rows of one run (empty when it has none)."""
+    return RunStore(run_dir).read_scores()
+
+
+def run_region_shares(run_dir: Path) -> pd.DataFrame:
+    """The region-share rows of one run (empty when its data have no regions)."""
+    return RunStore(run_dir).read_region_shares()
+
+
+def run_seed(run_dir: Path, default: int = 0) -> int:
+    """The bootstrap seed a run recorded in config.yaml (``default`` when there is none)."""
+    config = RunStore(run_dir).read_config()
+    return (config or {}).get("bootstrap", {}).get("seed", default)
+
+
+def combine_runs(run_dirs: list[Path]) -> pd.DataFrame:
+    """The score rows of several run directories, for one leaderboard over the same images.
+
+    Refuses (UserError, one line) a directory without scores, runs with different scoring
+    protocols or different datasets/splits (their numbers are not comparable), and two runs that
+    hold the same (model, method) rows (rename the model of one of them).
+    """
+    frames = []
+    resolved = [Path(run_dir).resolve() for run_dir in run_dirs]
+    if len(set(resolved)) < len(resolved):
+        twice = next(str(run_dir) for run_dir, path in zip(run_dirs, resolved) if resolved.count(path) > 1)
+        raise UserError(f"run directory {twice} is given twice; give each run once")
+    for run_dir in map(Path, run_dirs):
+        rows = RunStore(run_dir).read_scores()
+        if rows.empty:
+            raise UserError(f"{run_dir} holds no score rows (scores/*.parquet); give a gazebench run directory")
+        frames.append(rows.assign(_run=str(run_dir)))
+    combined = pd.concat(frames, ignore_index=True)
+    for columns, what in ((["protocol"], "scoring protocols"), (["dataset", "split"], "datasets or splits")):
+        _refuse_mixed(combined, columns, what)
+    owners = combined.groupby(["model", "method"])["_run"].unique()
+    shared = owners[owners.map(len) > 1]
+    if len(shared):
+        (model, method), runs = shared.index[0], shared.iloc[0]
+        raise UserError(f"runs {', '.join(runs)} all hold model {model!r} with method {method!r}; combine runs of different models or methods")
+    return combined.drop(columns="_run")
+
+
+def _refuse_mixed(combined: pd.DataFrame, columns: list[str], what: str) -> None:
+    values = combined[columns].astype(str).agg(" ".join, axis=1)
+    if values.nunique() > 1:
+        first = values.groupby(combined["_run"]).first()
+        listing = "; ".join(f"{run}: {value}" for run, value in first.items())
+        raise UserError(f"the runs use different {what} and cannot share a leaderboard ({listing})")
