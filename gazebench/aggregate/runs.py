@@ -43,7 +43,7 @@ def combine_runs(run_dirs: list[Path]) -> pd.DataFrame:
         twice = next(str(run_dir) for run_dir, path in zip(run_dirs, resolved) if resolved.count(path) > 1)
         raise UserError(f"run directory {twice} is given twice; give each run once")
     for run_dir in map(Path, run_dirs):
-        rows = RunStore(run_dir).read_scores()
+        rows = run_rows(run_dir)
         if rows.empty:
             raise UserError(f"{run_dir} holds no score rows (scores/*.parquet); give a gazebench run directory")
         frames.append(rows.assign(_run=str(run_dir)))
