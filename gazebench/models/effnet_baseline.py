@@ -22,9 +22,12 @@ from segmentation_models_pytorch.base import initialization as smp_init
 from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
-from gazebench.models.adapters import check_input_size, network_adapter
-from gazebench.models.base import ModelAdapter
-from gazebench.models.egd_encoder import DEFAULT_CLASSES, ENCODER, INPUT_MULTIPLE, last_stage
+from gazebench.models.egd_encoder import (
+    DEFAULT_CLASSES,
+    ENCODER,
+    encoder_classifier_builder,
+    last_stage,
+)
 from gazebench.models.losses import classification_loss
 from gazebench.models.spec import ModelSpec
 from gazebench.models.training import recipes
@@ -55,16 +58,7 @@ class EffNetBaseline(nn.Module):
         return self.classification_head(self.encoder(x)[-1])
 
 
-def build_adapter(
-    class_names: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
-    input_size: int = 224,
-    dropout: float = 0.0,
-    state_dict: dict | None = None,
-) -> ModelAdapter:
-    """An ``effnet_baseline`` adapter: fresh random weights, or ``state_dict`` (an ``EffNetBaseline`` one)."""
-    check_input_size(NAME, input_size, INPUT_MULTIPLE)
-    network = EffNetBaseline(n_classes=len(class_names), dropout=dropout)
-    return network_adapter(network, NAME, class_names, {"input_size": input_size, "dropout": dropout}, state_dict)
+build_adapter = encoder_classifier_builder(NAME, EffNetBaseline, dropout=0.0)
 
 
 load_recipe, default_recipe = recipes.recipe_functions(NAME)  # gazebench/resources/recipes/<NAME>.yaml: embedded on synth, paper on real data

@@ -24,9 +24,13 @@ import torch
 from torch import nn
 
 from gazebench.data.sample import Batch
-from gazebench.models.adapters import check_input_size, network_adapter
 from gazebench.models.base import ModelAdapter
-from gazebench.models.egd_encoder import DEFAULT_CLASSES, ENCODER, INPUT_MULTIPLE, last_stage
+from gazebench.models.egd_encoder import (
+    DEFAULT_CLASSES,
+    ENCODER,
+    encoder_classifier_builder,
+    last_stage,
+)
 from gazebench.models.losses import class_loss, gaze_classification_loss, gaze_target
 from gazebench.models.spec import ModelSpec
 from gazebench.models.training import recipes
@@ -83,17 +87,7 @@ class GazeHead(nn.Module):
         return self.network.forward_with_gaze(x)[1]
 
 
-def build_adapter(
-    class_names: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
-    input_size: int = 224,
-    dropout: float = 0.5,
-    state_dict: dict | None = None,
-) -> ModelAdapter:
-    """A ``unet_gaze`` adapter: fresh random weights, or ``state_dict`` (a ``UNetGaze`` one)."""
-    check_input_size(NAME, input_size, INPUT_MULTIPLE)
-    network = UNetGaze(n_classes=len(class_names), dropout=dropout)
-    config = {"input_size": input_size, "dropout": dropout}
-    return network_adapter(network, NAME, class_names, config, state_dict, gaze_head=GazeHead(network))
+build_adapter = encoder_classifier_builder(NAME, UNetGaze, dropout=0.5, gaze_head=GazeHead)
 
 
 def batch_loss(adapter: ModelAdapter, batch: Batch, gamma: float) -> torch.Tensor:
