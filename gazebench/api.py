@@ -57,6 +57,7 @@ from gazebench.aggregate.sanity import (
 )
 from gazebench.bootstrap import BOOTSTRAP
 from gazebench.errors import UserError
+from gazebench.models.adapters import check_class_names
 from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
 from gazebench.models.cam_layer import find_cam_layer, named_cam_layer
 from gazebench.models.checkpoint import state_dict_sha256
@@ -85,9 +86,7 @@ def wrap_model(
     Checks, each a one-line UserError: distinct class names, ``mean``/``std`` of one length,
     ``cam_layer`` inside ``module``, and one forward pass giving ``len(class_names)`` logits.
     """
-    class_names = list(class_names)
-    if not class_names or len(set(class_names)) != len(class_names):
-        raise UserError(f"{name}: class names must be a non-empty list without repeats, got {class_names}")
+    class_names = check_class_names(class_names, name)
     if len(mean) != len(std) or not len(mean) or any(value <= 0 for value in std):
         raise UserError(f"{name}: mean and std need one value per input channel (std > 0), got mean={tuple(mean)} std={tuple(std)}")
     if activation not in ACTIVATIONS:

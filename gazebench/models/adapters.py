@@ -4,12 +4,13 @@ Every model module builds its ``nn.Module`` and hands it to ``network_adapter``,
 the class names, loads the state dict (one clear ``WeightsDoNotFit`` when it does not fit the
 network) and returns the adapter with the network's ``cam_layer``.  The open families
 (``torchvision:``, ``timm:``) use ``probed_adapter``: the same, with the ``cam_layer`` model
-option or the layer the rule of cam_layer.py finds.  ``check_input_size`` is the
+option or the layer the rule of cam_layer.py finds, and ``open_family_spec`` for their specs.  ``check_input_size`` is the
 one "positive multiple of N" rule of the networks whose feature grid must tile the input.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 from torch import nn
@@ -17,6 +18,9 @@ from torch import nn
 from gazebench.errors import UserError
 from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
 from gazebench.models.cam_layer import pick_cam_layer
+from gazebench.models.losses import classification_loss
+from gazebench.models.spec import ModelSpec
+from gazebench.models.training.recipes import generic_recipe
 
 DEFAULT_INPUT_SIZE = 224  # the open families' input size when neither the recipe nor the checkpoint gives one
 
@@ -35,11 +39,11 @@ def check_input_size(model_name: str, input_size: int, multiple: int) -> None:
         raise UserError(f"{model_name}: input_size must be a positive multiple of {multiple}, got {input_size}")
 
 
-def check_class_names(class_names: Sequence[str] | None) -> list[str]:
-    """The class names as a list; empty or repeated names are a one-line UserError."""
+def check_class_names(class_names: Sequence[str] | None, model_name: str) -> list[str]:
+    """The class names as a list; empty or repeated names are a one-line UserError naming the model."""
     names = list(class_names or [])
     if not names or len(set(names)) != len(names):
-        raise UserError(f"class names must be a non-empty list without repeats, got {names}")
+        raise UserError(f"{model_name}: class names must be a non-empty list without repeats, got {names}")
     return names
 
 
@@ -71,7 +75,7 @@ def network_adapter(
     ``config`` holds the model's ``build_adapter`` keyword arguments (``input_size`` among them)
     and is what checkpoints save; ``cam_layer`` defaults to ``network.cam_layer``.
     """
-    names = check_class_names(class_names)
+    names = check_class_names(class_names, name)
     load_weights(network, state_dict, name)
     return ModelAdapter(
         name=name,
@@ -106,3 +110,15 @@ def probed_adapter(
     layer = pick_cam_layer(network, cam_layer, name, input_size, len(mean), run=probe)
     config = {"input_size": input_size, "cam_layer": cam_layer}
     return network_adapter(network, name, class_names, config, state_dict, mean=mean, std=std, cam_layer=layer)
+
+
+def open_family_spec(prefix: str, arch: str, build_adapter: Callable[..., ModelAdapter]) -> ModelSpec:
+    """The spec of ``prefix:arch`` in an open family (``torchvision``, ``timm``): ``build_adapter(arch, ...)``
+    with random weights or a gazebench checkpoint's, the shared generic recipes, the class BCE."""
+    return ModelSpec(
+        name=f"{prefix}:{arch}",
+        build_adapter=partial(build_adapter, arch),
+        default_recipe=generic_recipe,
+        loss=classification_loss,
+        description=f"{prefix} {arch} (random init; weights from a gazebench checkpoint), BCE",
+    )

@@ -15,14 +15,15 @@ need a ``cam_layer`` named by hand.  Recipes: ``gazebench/resources/recipes/gene
 
 from __future__ import annotations
 
-from functools import partial
-
 from gazebench.errors import UserError
-from gazebench.models.adapters import DEFAULT_INPUT_SIZE, check_class_names, probed_adapter
+from gazebench.models.adapters import (
+    DEFAULT_INPUT_SIZE,
+    check_class_names,
+    open_family_spec,
+    probed_adapter,
+)
 from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
-from gazebench.models.losses import classification_loss
 from gazebench.models.spec import ModelSpec
-from gazebench.models.training.recipes import generic_recipe
 from gazebench.registry import MODELS, choices_phrase
 
 
@@ -37,7 +38,7 @@ def build_timm_adapter(
     import timm
 
     name = f"timm:{arch}"
-    network = timm.create_model(arch, pretrained=False, num_classes=len(check_class_names(class_names)))
+    network = timm.create_model(arch, pretrained=False, num_classes=len(check_class_names(class_names, name)))
     if str(getattr(network, "output_fmt", "NCHW")) not in ("NCHW", "Format.NCHW") and not cam_layer:
         raise UserError(f"{name}: its features are channels-last ({network.output_fmt}); Grad-CAM needs channels first; give cam_layer by hand with gazebench.api.wrap_model")
     pretrained = getattr(network, "pretrained_cfg", None) or {}
@@ -53,10 +54,4 @@ def timm_family(arch: str) -> ModelSpec:
 
     if not timm.is_model(arch):
         raise LookupError(f"timm has no model {arch!r}; {choices_phrase(timm.list_models(), arch, listing='timm.list_models()')}")
-    return ModelSpec(
-        name=f"timm:{arch}",
-        build_adapter=partial(build_timm_adapter, arch),
-        default_recipe=generic_recipe,
-        loss=classification_loss,
-        description=f"timm {arch} (random init; weights from a gazebench checkpoint), BCE",
-    )
+    return open_family_spec("timm", arch, build_timm_adapter)

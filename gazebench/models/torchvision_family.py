@@ -19,16 +19,17 @@ named with the ``cam_layer`` model option.  Recipes: ``gazebench/resources/recip
 
 from __future__ import annotations
 
-from functools import partial
-
 from torch import nn
 
-from gazebench.models.adapters import DEFAULT_INPUT_SIZE, check_class_names, probed_adapter
+from gazebench.models.adapters import (
+    DEFAULT_INPUT_SIZE,
+    check_class_names,
+    open_family_spec,
+    probed_adapter,
+)
 from gazebench.models.base import ModelAdapter
 from gazebench.models.captum_compat import distinct_block_relus
-from gazebench.models.losses import classification_loss
 from gazebench.models.spec import ModelSpec
-from gazebench.models.training.recipes import generic_recipe
 from gazebench.registry import MODELS, choices_phrase
 
 TORCHVISION_AUX_HEADS = ("googlenet", "inception_v3")  # built with aux_logits=False
@@ -56,7 +57,7 @@ def build_torchvision_adapter(
     cam_layer: str | None = None,
 ) -> ModelAdapter:
     """A ``torchvision:<arch>`` adapter: random weights, or ``state_dict`` (a gazebench checkpoint's)."""
-    network = build_torchvision_network(arch, len(check_class_names(class_names)))
+    network = build_torchvision_network(arch, len(check_class_names(class_names, f"torchvision:{arch}")))
     return probed_adapter(network, f"torchvision:{arch}", class_names, input_size, state_dict, cam_layer)
 
 
@@ -66,10 +67,4 @@ def torchvision_family(arch: str) -> ModelSpec:
     names = torchvision_names()
     if arch not in names:
         raise LookupError(f"torchvision has no classification model {arch!r}; {choices_phrase(names, arch, limit=100)}")
-    return ModelSpec(
-        name=f"torchvision:{arch}",
-        build_adapter=partial(build_torchvision_adapter, arch),
-        default_recipe=generic_recipe,
-        loss=classification_loss,
-        description=f"torchvision {arch} (random init; weights from a gazebench checkpoint), BCE",
-    )
+    return open_family_spec("torchvision", arch, build_torchvision_adapter)
