@@ -43,8 +43,8 @@ same weights are recognisably the same model.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -61,6 +61,7 @@ from gazebench.models.adapters import check_class_names
 from gazebench.models.base import IMAGENET_MEAN, IMAGENET_STD, ModelAdapter
 from gazebench.models.cam_layer import find_cam_layer, named_cam_layer
 from gazebench.models.checkpoint import state_dict_sha256
+from gazebench.outputs import exclusive, writing
 from gazebench.report.run_outputs import write_run_outputs
 from gazebench.report.sanity import write_outputs
 from gazebench.run.engine import benchmark
@@ -163,8 +164,19 @@ def run_benchmark(
     if unknown:
         raise UserError(f"run_benchmark: unknown options {unknown}; choose from: {', '.join(allowed)}")
     request = RunRequest.create(adapter.name, methods, metrics, out, data=data, root=root, split=split, label_map=label_map, **options)
-    benchmark(request, LoadedModel(adapter, None, state_dict_sha256(adapter.module)))
-    return write_run_outputs(request.out)
+    return benchmark_and_report(request, LoadedModel(adapter, None, state_dict_sha256(adapter.module)))
+
+
+def benchmark_and_report(request: RunRequest, model: LoadedModel | Callable[[], LoadedModel]) -> pd.DataFrame:
+    """Fill ``request.out`` and write its reports; returns the leaderboard (``gazebench run`` and ``run_benchmark``).
+
+    The output folder is checked before any work and locked while the run writes to it (a
+    second run on it is refused); a failed write (permission, no space left) ends in one line
+    saying that the finished shards are kept and that the same command resumes.
+    """
+    with exclusive(request.out), writing(request.out, f"the finished shards are kept in {request.out}; free space or fix the folder, then the same command resumes"):
+        benchmark(request, model)
+        return write_run_outputs(request.out)
 
 
 def sanity_check(

@@ -81,23 +81,25 @@ def data_options(function):
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<model>-<data>-<split>-seed<seed>); reusing one resumes it.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, target, label_map, split, device, batch_size, limit, out, seed) -> None:
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable image (default: skip it, count and list it in run.log).")
+@click.option("--no-train", is_flag=True, help="Require existing weights: when the embedded data's cached model is missing, fail naming the `gazebench train` command that makes it instead of training it.")
+def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, target, label_map, split, device, batch_size, limit, out, seed, strict, no_train) -> None:
     """Compute saliency maps, score them against gaze, and print the leaderboard."""
+    from gazebench.api import benchmark_and_report
     from gazebench.models.training.jobs import adapter_for_run
     from gazebench.report.leaderboard import format_markdown
-    from gazebench.report.run_outputs import write_run_outputs
-    from gazebench.run.engine import benchmark
+    from gazebench.report.run_outputs import run_summary
     from gazebench.run.request import LoadedModel, RunRequest
 
     DATASETS.get(data)
     MODELS.get(model)
     request = RunRequest.create(
         model, methods, metrics, out, data=data, root=root, images_root=images_root, split=split, checkpoint=checkpoint, target=target,
-        device=device, batch_size=batch_size, limit=limit, seed=seed, gaze_sigma=gaze_sigma, labels=labels, label_map=label_map,
+        device=device, batch_size=batch_size, limit=limit, seed=seed, gaze_sigma=gaze_sigma, labels=labels, label_map=label_map, strict=strict,
     )
-    benchmark(request, lambda: LoadedModel(*adapter_for_run(model, checkpoint, data, root, images_root, device)))
-    click.echo(format_markdown(write_run_outputs(request.out)))
-    click.echo(f"\nrun directory: {request.out} (leaderboard.csv, leaderboard.md, scores/, run.log)")
+    board = benchmark_and_report(request, lambda: LoadedModel(*adapter_for_run(model, checkpoint, data, root, images_root, device, train_missing=not no_train)))
+    click.echo(format_markdown(board))
+    click.echo(run_summary(request.out))
 
 
 @main.command()
@@ -105,24 +107,32 @@ def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods,
 @data_options
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's number of epochs.")
 @click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True, help="Repeat to train several seeds (checkpoints <out stem>-seed<N>.pt) and see their spread.")
-@click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write (default for the embedded data: the model cache that `run` uses).")
+@click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write (default for the embedded data: the model cache, one entry per recipe, --epochs and seed; `run` uses the recipe's own).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
-def train(model, data, root, images_root, gaze_sigma, labels, epochs, seeds, out, device) -> None:
+@click.option("--strict", is_flag=True, help="Stop at the first image file that does not decode (default: skip and count it).")
+def train(model, data, root, images_root, gaze_sigma, labels, epochs, seeds, out, device, strict) -> None:
     """Train a model (checkpoint picked on dev, never test) and report its test AUROC.
 
     The recipe is the model's default for the dataset: ``embedded`` (CPU-sized) for the
     synthetic data, the paper's for real data."""
     from gazebench.device import resolve_device
-    from gazebench.models.training.jobs import seed_checkpoint, seeds_summary, train_job
+    from gazebench.models.training.jobs import (
+        check_output,
+        seed_checkpoint,
+        seeds_summary,
+        train_job,
+    )
 
     DATASETS.get(data)
     MODELS.get(model)
     seeds = list(dict.fromkeys(seeds))
     device = resolve_device(device)
+    targets = [seed_checkpoint(out, seed, len(seeds) > 1) if out else None for seed in seeds]
+    for target in filter(None, targets):
+        check_output(target)  # every seed's checkpoint, before the first one trains
     reports = []
-    for seed in seeds:
-        target = seed_checkpoint(out, seed, len(seeds) > 1) if out else None
-        reports.append(train_job(model, data, root, images_root, epochs, seed, target, device=device, gaze_sigma=gaze_sigma, labels=labels))
+    for seed, target in zip(seeds, targets):
+        reports.append(train_job(model, data, root, images_root, epochs, seed, target, device=device, gaze_sigma=gaze_sigma, labels=labels, strict=strict))
         click.echo(reports[-1].summary())
     if len(reports) > 1:
         click.echo(seeds_summary(reports))
@@ -154,9 +164,13 @@ def dataset_options(function):
 
 @data.command()
 @dataset_options
-def check(name, root, images_root) -> None:
-    """Validate a local copy against its manifest and print a report (exit 2 when unusable)."""
-    from gazebench.data.check import check_dataset
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Worker processes decoding the images (0: in this process).")
+@click.option("--quick", is_flag=True, help="Decode an evenly spaced sample of 16 images instead of every image.")
+def check(name, root, images_root, workers, quick) -> None:
+    """Validate a local copy against its manifest, decode every image, print a report (exit 2 when unusable).
+
+    Unreadable images are warnings: run and train skip and count them (--strict stops)."""
+    from gazebench.data.check import DECODE_SAMPLE, check_dataset
     from gazebench.data.datasets import ensure_synth
 
     info = DATASETS.get(name)
@@ -164,7 +178,7 @@ def check(name, root, images_root) -> None:
         if info.needs_root:
             raise UserError(f"--root is required: the folder of your local copy of {info.manifest.obtain_hint()}")
         root = ensure_synth()
-    report = check_dataset(name, root, images_root)
+    report = check_dataset(name, root, images_root, decode=DECODE_SAMPLE if quick else None, workers=workers, progress=True)
     click.echo(report.format())
     if not report.usable:
         raise UserError(f"{name} at {root} cannot be used as it is; fix the errors listed above")
@@ -208,12 +222,14 @@ def list_registered(kind) -> None:
 def score(saliency, gaze, fixations, masks, centre_bias, metrics, device, out) -> None:
     """Score saliency maps made by any tool against gaze, with gazebench's metrics."""
     from gazebench.device import resolve_device
+    from gazebench.outputs import check_output_file
     from gazebench.report.arrays import summary_markdown, write_scores
     from gazebench.run.arrays import ScoreInputs, score_arrays
 
-    table = score_arrays(ScoreInputs(saliency, gaze, fixations, masks, centre_bias), metrics, resolve_device(device))
+    check_output_file(out)  # before any work
+    table, left_out = score_arrays(ScoreInputs(saliency, gaze, fixations, masks, centre_bias), metrics, resolve_device(device))
     write_scores(table, out)
-    click.echo(summary_markdown(table))
+    click.echo(summary_markdown(table, left_out))
     click.echo(f"wrote {len(table)} rows to {out}")
 
 
@@ -222,14 +238,20 @@ def score(saliency, gaze, fixations, masks, centre_bias, metrics, device, out) -
 @click.option("--format", "output_format", type=click.Choice(["md", "csv", "tex"]), default="md", show_default=True)
 @click.option("--seed", type=int, help="Bootstrap seed (default: the first run's).")
 def leaderboard_command(run_dirs, output_format, seed) -> None:
-    """One leaderboard over several runs (e.g. several models on the same images), with paired comparisons."""
+    """One leaderboard over several runs (e.g. several models on the same images), with paired comparisons.
+
+    Runs that scored different images are compared on the images they all scored (one line on stderr says how many each kept).
+    """
     from gazebench.aggregate.leaderboard import rank
     from gazebench.aggregate.runs import combine_runs, run_seed
     from gazebench.report.leaderboard import format_latex, format_markdown
 
-    rows = combine_runs(list(run_dirs))
-    board, _ = rank(rows, run_seed(Path(run_dirs[0])) if seed is None else seed)
-    formats = {"md": format_markdown, "csv": lambda b: b.to_csv(index=False), "tex": format_latex}
+    combined = combine_runs(list(run_dirs))
+    notes = [combined.note] if combined.note else []
+    for note in notes:
+        click.echo(f"gazebench: {note}", err=True)
+    board, _ = rank(combined.rows, run_seed(Path(run_dirs[0])) if seed is None else seed)
+    formats = {"md": lambda b: format_markdown(b, notes), "csv": lambda b: b.to_csv(index=False), "tex": lambda b: format_latex(b, notes)}
     click.echo(formats[output_format](board))
 
 

@@ -20,6 +20,11 @@ def safe_name(name: str) -> str:
     return name.replace(":", "__").replace("/", "__")
 
 
-def cached_model_path(model: str, dataset_key: str, recipe: str, seed: int) -> Path:
-    """Cache path of a model trained once by gazebench on a generated dataset."""
-    return home() / "models" / safe_name(model) / dataset_key / f"{recipe}-seed{seed}.pt"
+def cached_model_path(model: str, dataset_key: str, recipe_key: str, seed: int) -> Path:
+    """Cache path of a model trained once by gazebench on a generated dataset.
+
+    ``recipe_key`` names the recipe, its overrides and its content hash (``embedded-3f9c2a1b``,
+    ``embedded-epochs1-3f9c2a1b``: gazebench.models.training.jobs.recipe_key), so a model trained
+    with other settings never replaces the one ``run`` uses.
+    """
+    return home() / "models" / safe_name(model) / dataset_key / f"{recipe_key}-seed{seed}.pt"

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated $GAZEBENCH_HOME, a tiny synthetic dataset, a random checkpoint, the NIH samples."""
+"""Shared fixtures: an isolated $GAZEBENCH_HOME, a tiny synthetic dataset, a random checkpoint, the NIH samples,
+the trained embedded model."""
 
 import os
 from pathlib import Path
@@ -10,6 +11,14 @@ from gazebench.models.checkpoint import save_checkpoint
 from gazebench.models.unet_gaze import build_adapter
 
 CLASSES = ["Normal", "CHF", "pneumonia"]
+NIH_IMAGES = ["00000001_000.png", "00027426_000.png"]
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the trained embedded model takes minutes: it is ``slow`` even unmarked, so ``-m "not slow"`` leaves it out."""
+    for item in items:
+        if "trained_unet_gaze_home" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -37,13 +46,29 @@ def random_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def nih_samples() -> Path:
-    """The two NIH ChestX-ray14 images (no gaze): the only files tests read outside the repository.
+    """The two NIH ChestX-ray14 images (no gaze), shipped in tests/data/nih_cxr14_samples/ with their notice.
 
-    ``$GAZEBENCH_NIH_SAMPLES``, else ``../shared/data/nih_cxr14_samples`` beside the repository
-    (where CI has it); tests that use it are skipped, saying why, when it is absent.
+    ``$GAZEBENCH_NIH_SAMPLES`` points the tests at another copy; tests that use it are skipped,
+    saying why, when that folder does not hold both images.
     """
-    folder = Path(os.environ.get("GAZEBENCH_NIH_SAMPLES") or Path(__file__).resolve().parents[2] / "shared" / "data" / "nih_cxr14_samples")
-    if not folder.is_dir():
-        pytest.skip(f"the NIH ChestX-ray14 samples are not at {folder} (set GAZEBENCH_NIH_SAMPLES or put the shared data folder beside the repository)")
+    folder = Path(os.environ.get("GAZEBENCH_NIH_SAMPLES") or Path(__file__).parent / "data" / "nih_cxr14_samples")
+    missing = [name for name in NIH_IMAGES if not (folder / name).is_file()]
+    if missing:
+        pytest.skip(f"the NIH ChestX-ray14 samples {', '.join(missing)} are not in {folder} (set GAZEBENCH_NIH_SAMPLES to a folder that holds them)")
     return folder
 
+
+@pytest.fixture(scope="session")
+def trained_unet_gaze_home(tmp_path_factory) -> Path:
+    """A $GAZEBENCH_HOME holding the embedded dataset and `unet_gaze` trained on it, as `gazebench run` trains it.
+
+    Trained once per session (minutes); ``$GAZEBENCH_TRAINED_HOME`` names a home that already
+    holds them (e.g. ``~/.cache/gazebench`` after the main command), and then nothing is trained.
+    """
+    from gazebench.models.training.jobs import adapter_for_run
+
+    home = Path(os.environ.get("GAZEBENCH_TRAINED_HOME") or tmp_path_factory.mktemp("trained_home"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GAZEBENCH_HOME", str(home))
+        adapter_for_run("unet_gaze", None, "synth", None, None)
+    return home

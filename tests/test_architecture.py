@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gazebench"
 FRONT_DOORS = {"gazebench.cli", "gazebench.api"}
-GROUND_FLOOR = {"gazebench", "gazebench.registry", "gazebench.errors", "gazebench.paths", "gazebench.atomic", "gazebench.protocol", "gazebench.device", "gazebench.bootstrap", "gazebench.resources"}
+GROUND_FLOOR = {"gazebench", "gazebench.registry", "gazebench.errors", "gazebench.paths", "gazebench.atomic", "gazebench.outputs", "gazebench.protocol", "gazebench.device", "gazebench.bootstrap", "gazebench.resources"}
 ROOMS = ("data", "models", "methods", "metrics", "run", "aggregate", "report")
 ENGINE = "gazebench.run.engine"
 STORE = "gazebench.run.store"

@@ -1,4 +1,4 @@
-"""The README's promises: the two set-up commands, and its plugin example really works."""
+"""The README's promises: the set-up commands, a test command that needs nothing outside the clone, its examples work."""
 
 import re
 from pathlib import Path
@@ -9,13 +9,28 @@ from torch import nn
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import Registry
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
 
 
 def test_quick_start_has_the_main_command_and_the_test_command():
     assert "pip install . && gazebench run --model unet_gaze --methods all" in README
     assert 'pip install ".[test]" && python -m pytest' in README
     assert 'pip install ".[test]" && python -m pytest' in (Path(__file__).parents[1] / ".ci" / "run").read_text()
+
+
+def test_quick_start_gives_the_cpu_only_install_and_the_fast_test_path():
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu\npip install . && gazebench run" in README
+    assert 'python -m pytest -m "not slow"' in README
+
+
+def test_the_test_command_needs_nothing_outside_the_clone():
+    """The [test] extra holds what the tests import (statsmodels: the Holm reference); the NIH images ship in tests/."""
+    extra = re.search(r"^test = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)  # no tomllib on Python 3.10
+    assert set(re.findall(r'"([\w.-]+)', extra)) >= {"pytest", "pytest-benchmark", "hypothesis", "statsmodels"}
+    samples = ROOT / "tests" / "data" / "nih_cxr14_samples"
+    assert sorted(path.name for path in samples.iterdir()) == ["00000001_000.png", "00027426_000.png", "NOTICE.md"]
+    assert "https://nihcc.app.box.com/v/ChestXray-NIHCC" in (samples / "NOTICE.md").read_text()
 
 
 def test_plugin_example_registers_and_makes_maps():

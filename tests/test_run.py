@@ -82,7 +82,7 @@ def test_a_different_run_in_the_same_directory_is_refused(finished_run, tiny_syn
     out, _ = finished_run
     result = CliRunner().invoke(main, ["run", "--model", "unet_gaze", "--data", "synth", "--root", str(tiny_synth), "--split", "all", "--checkpoint", str(random_checkpoint), "--out", str(out), "--seed", "7", "--limit", "6", "--batch-size", "4"])
     assert result.exit_code == 2
-    assert "holds a run with a different" in result.output and "seed" in result.output
+    assert "holds a run with other settings" in result.output and "seed" in result.output
 
 
 def test_target_pred_explains_the_predicted_class(tmp_path, tiny_synth, random_checkpoint):

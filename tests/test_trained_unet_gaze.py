@@ -20,9 +20,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(trained_unet_gaze_home):
+    """The embedded unet_gaze as the main command trains it (trained once per session, shared with the README check)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GAZEBENCH_HOME", str(tmp_path_factory.mktemp("home")))
+        patch.setenv("GAZEBENCH_HOME", str(trained_unet_gaze_home))
         adapter, checkpoint, _ = adapter_for_run("unet_gaze", None, "synth", None, None)
         test_split = open_dataset("synth", None, "test", 224)
         samples = [test_split[i] for i in range(len(test_split))]

@@ -29,6 +29,7 @@ from gazebench.bootstrap import BOOTSTRAP, COMPARISONS
 from gazebench.protocol import REFERENCE_MAPS
 
 FLOOR_TO_BEAT = "centre_bias"  # the vs_centre_bias column answers "better than centre bias?"
+CONSTANT_FLOOR = "uniform"  # a constant map: only kl and kl_cb are defined for it, every other metric gives NaN
 KEY_COLUMNS = ["method", "metric"]
 STAT_COLUMNS = ["mean", "ci_low", "ci_high", "n"]
 NO_TEST = "-"  # mark of a cell without a paired test
@@ -42,7 +43,8 @@ def build_leaderboard(rows: pd.DataFrame, n_boot: int = BOOTSTRAP["replicates"],
     only when the rows hold several models, ``gaze`` only with single-reader rows.  ``role``:
     method / floor / ceiling.  ``vs_best``: the cell against the best non-reference method of its
     block (model, metric, gaze): best, ns (not significantly different), worse, better, or - (no
-    test); ``vs_best_model`` likewise against the best model for the same method;
+    test); ``vs_best_model`` likewise against the best model for the same method (``-`` for a
+    method that fewer than two models have finite values for: it is best against no one);
     ``vs_centre_bias``: against the centre-bias floor.  Sorted by metric, gaze, then best mean
     first in the metric's direction (cells without finite values last).  ``comparison_table``:
     ``comparisons(rows, ...)`` when the caller already has it.  ``attrs``: ``ci``, ``n_boot``.
@@ -88,7 +90,8 @@ def _marks(board: pd.DataFrame, lookup: dict, kind: str, against: str) -> list[s
 
     kind ``methods``: blocks are (model, metric, gaze), names are methods, the best is the best
     non-reference method; kind ``models``: blocks are (method, metric, gaze), names are models
-    (reference methods, the same for every model, get ``-``).
+    (reference methods, the same for every model, get ``-``; so does a method only one model has
+    finite values for, so that a method one model ran alone is never marked best among models).
     """
     name_column, fixed_column = ("method", "model") if kind == "methods" else ("model", "method")
     block_keys = [column for column in (fixed_column, "metric", "gaze") if column in board.columns]
@@ -97,6 +100,8 @@ def _marks(board: pd.DataFrame, lookup: dict, kind: str, against: str) -> list[s
         candidates = block[block["mean"].notna()]
         if kind == "models":
             candidates = candidates[~candidates["method"].isin(list(REFERENCE_MAPS))]
+            if candidates[name_column].nunique() < 2:
+                continue
         if against == "best":
             ranked = candidates[~candidates["method"].isin(list(REFERENCE_MAPS))] if kind == "methods" else candidates
             reference = ranked[name_column].iloc[0] if len(ranked) else None  # the board is sorted best first
@@ -122,6 +127,11 @@ def _verdict(entry: tuple | None, higher_better: bool) -> str:
     if not significant:
         return "ns"
     return "better" if (diff > 0) == higher_better else "worse"
+
+
+def structurally_undefined(board: pd.DataFrame) -> pd.Series:
+    """The cells of the constant floor without a finite value: undefined by construction, not a failure, so tables leave them out."""
+    return (board["method"] == CONSTANT_FLOOR) & (board["n"] == 0)
 
 
 def rank(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -7,6 +7,9 @@ and preprocessing parameters (grid, gaze convention and sigma, label set) plus t
 the copy (its path and the size and modification time of its tables), so a change in any of
 them builds a new cache instead of serving stale samples:
 ``$GAZEBENCH_HOME/cache/<dataset>/<key>/``.  Files are loaded with ``weights_only=True``.
+An item whose image file does not decode is not cached but counted and named in the summary
+(and ``prepared.yaml``); a run reading the cache falls back to the reader for it, which skips
+and counts it again (or stops, with ``--strict``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -27,6 +30,8 @@ from gazebench import paths
 from gazebench.atomic import write_atomic
 from gazebench.data.base import GazeDataset
 from gazebench.data.data_use import write_data_use_notice
+from gazebench.data.images import UnreadableImage
+from gazebench.data.loading import UNREADABLE_REASON, Unreadable, item_image_id, unreadable_lines
 from gazebench.data.sample import ReaderGaze, Sample
 from gazebench.data.splits import write_splits
 
@@ -139,6 +144,7 @@ class PrepareReport:
     reused: int
     seconds: float
     skips: dict
+    unreadable: list[Unreadable] = field(default_factory=list)  # items not cached: their image does not decode
 
     def summary(self) -> str:
         lines = [
@@ -146,11 +152,17 @@ class PrepareReport:
             f"items: {self.items} ({self.built} built, {self.reused} already cached) in {self.seconds:.1f} s",
         ]
         lines += [f"skipped: {count} {reason}" for reason, count in self.skips.items() if count]
+        if self.unreadable:
+            lines.append(f"skipped: {len(self.unreadable)} {UNREADABLE_REASON}; not cached, replace them and prepare again:")
+            lines += [f"  {line}" for line in unreadable_lines(self.unreadable)]
         return "\n".join(lines)
 
 
 class _Keyed(torch.utils.data.Dataset):
-    """Items ``indices`` of ``dataset`` as (key, sample) pairs, for the worker processes."""
+    """Items ``indices`` of ``dataset`` as (key, sample or the ``Unreadable`` record) pairs, for the worker processes.
+
+    An unreadable image is returned, not raised, so that one bad file does not end the prepare.
+    """
 
     def __init__(self, dataset: GazeDataset, indices: list[int]):
         self.dataset, self.indices = dataset, indices
@@ -158,9 +170,12 @@ class _Keyed(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> tuple[str, Sample]:
+    def __getitem__(self, position: int) -> tuple[str, Sample | Unreadable]:
         index = self.indices[position]
-        return self.dataset.item_key(index), self.dataset[index]
+        try:
+            return self.dataset.item_key(index), self.dataset[index]
+        except UnreadableImage as error:
+            return self.dataset.item_key(index), Unreadable(index, item_image_id(self.dataset, index), str(error))
 
 
 def _single(item):
@@ -177,10 +192,17 @@ def prepare(dataset: GazeDataset, workers: int = 2, progress: bool = True) -> Pr
         write_data_use_notice(folder, dataset.manifest)
     todo = [i for i in range(len(dataset)) if not cache.has(dataset.item_key(i))]
     loader = DataLoader(_Keyed(dataset, todo), batch_size=None, num_workers=workers if len(todo) > 1 else 0, collate_fn=_single)
+    unreadable = []
     for key, sample in tqdm(loader, total=len(todo), desc=f"preparing {dataset.name}", unit="item", disable=not progress):
-        cache.save(key, sample)
+        if isinstance(sample, Unreadable):
+            unreadable.append(sample)
+        else:
+            cache.save(key, sample)
     write_splits(dataset.table, folder / "splits.csv")
-    report = PrepareReport(folder, len(dataset), len(todo), len(dataset) - len(todo), time.perf_counter() - started, dict(dataset.skips))
+    built = len(todo) - len(unreadable)
+    report = PrepareReport(folder, len(dataset), built, len(dataset) - len(todo), time.perf_counter() - started, dict(dataset.skips), unreadable)
     record = {"parameters": cache_parameters(dataset), "items": report.items, "skips": {k: int(v) for k, v in report.skips.items() if v}}
+    if unreadable:
+        record["unreadable"] = [item.reason for item in unreadable]
     write_atomic(folder / MANIFEST_FILE, yaml.safe_dump(record, sort_keys=False))
     return report

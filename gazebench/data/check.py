@@ -12,7 +12,13 @@
 - counts against the manifest's official ``counts`` (a partial copy is a note);
 - content, through the dataset's reader opened on every split without requiring gaze: a
   ``UserError`` is an error (the copy cannot be used), every non-zero ``skips`` entry a warning,
-  ``stats()`` the report's table; and a sample of images is decoded (and loaded as samples).
+  ``stats()`` the report's table;
+- every image is decoded (``decode``: or an evenly spaced sample, ``data check --quick``), in
+  ``workers`` processes with a progress bar, by loading the first item of each image as ``run``
+  does, its header size compared with the tables.  An image that does not decode is what ``run``
+  and ``train`` skip and count (``--strict`` stops): a **warning**, every file named (up to
+  ``UNREADABLE_LISTED``), and the copy stays usable -- unless no image decodes (an error).  Any
+  other failure to load an item stops ``run``, so it is an error.
 
 Levels: ``error`` (the copy cannot be used as is), ``warning`` (data are left out or suspect),
 ``note`` (worth knowing: optional parts absent, a partial copy).  Everything is linear in the
@@ -28,16 +34,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from tqdm import tqdm
 
 from gazebench.data.datasets import DATASETS
-from gazebench.data.images import read_grey
+from gazebench.data.images import UnreadableImage, image_size
 from gazebench.data.manifest import Manifest, TableSpec, convert_column, load_manifest, missing_columns, read_header, resolve_alternatives
 from gazebench.errors import UserError
 
 LEVELS = ("error", "warning", "note")
 CHUNK_ROWS = 200_000  # rows per chunk when scanning a table (bounds memory on eye_gaze.csv-sized files)
 PER_ITEM_SAMPLE = 100  # per-item files (REFLACX's main_data/<id>/*.csv) whose content is checked
-DECODE_SAMPLE = 16  # images decoded and items loaded by the content check
+DECODE_SAMPLE = 16  # images decoded by ``data check --quick``
+UNREADABLE_LISTED = 20  # unreadable files named one by one; the rest are counted
 PLACEHOLDER = re.compile(r"\{(\w+)[^}]*\}")
 # official count name -> id columns whose distinct values give it in a local copy
 COUNT_COLUMNS = {"images": ("dicom_id",), "studies": ("study_id",), "patients": ("patient_id", "subject_id"), "readings": ("id",)}
@@ -120,13 +129,17 @@ def check_dataset(
     name: str,
     root: Path,
     images_root: Path | None = None,
-    decode: int | None = DECODE_SAMPLE,
+    decode: int | None = None,
     per_item_sample: int | None = PER_ITEM_SAMPLE,
+    workers: int = 0,
+    progress: bool = False,
 ) -> CheckReport:
     """Check the local copy at ``root`` of dataset ``name``; see the module docstring.
 
-    ``decode``: images decoded by the content check (None: all); ``per_item_sample``: per-item
-    files whose content is read (None: all).  An unknown ``name`` is a ``UserError``.
+    ``decode``: images decoded by the content check (None: all; ``DECODE_SAMPLE`` for
+    ``--quick``), in ``workers`` processes (0: this one), with a progress bar if ``progress``;
+    ``per_item_sample``: per-item files whose content is read (None: all).  An unknown ``name``
+    is a ``UserError``.
     """
     manifest = load_manifest(name)
     root = Path(root)
@@ -140,7 +153,7 @@ def check_dataset(
     if report.errors:
         report.add("note", "the content (reader, images) was not checked: fix the errors above, then check again")
         return report
-    _check_content(name, root, images_root, report, decode)
+    _check_content(name, root, images_root, report, decode, workers, progress)
     return report
 
 
@@ -507,8 +520,8 @@ def _evenly(items: list, count: int) -> list:
 # ---------------------------------------------------------------------- content via the reader
 
 
-def _check_content(name: str, root: Path, images_root: Path | None, report: CheckReport, decode: int | None) -> None:
-    """Open the reader on everything, report its stats and skips, decode a sample of images."""
+def _check_content(name: str, root: Path, images_root: Path | None, report: CheckReport, decode: int | None, workers: int = 0, progress: bool = False) -> None:
+    """Open the reader on everything, report its stats and skips, decode the images."""
     try:
         reader = DATASETS.get(name).reader_class()(root, split="all", grid=32, images_root=images_root, require_gaze=False, name=name)
     except UserError as error:
@@ -526,39 +539,98 @@ def _check_content(name: str, root: Path, images_root: Path | None, report: Chec
         for key, value in report.stats.items():
             if "with gaze" in key and value == 0:
                 report.add("warning", f"no usable gaze ({key}: 0): gaze scoring is impossible with this copy; see the warnings above")
-    _check_images(reader, report, decode)
+    _check_images(reader, report, decode, workers, progress)
 
 
-def _check_images(reader, report: CheckReport, decode: int | None) -> None:
-    """Decode a sample of images (compared with their recorded size) and load them as samples."""
+@dataclass(frozen=True)
+class _ImageResult:
+    """What decoding one image (by loading its first item) found; ``None`` fields: nothing wrong."""
+
+    image_id: str
+    path: str
+    size: tuple[int, int] | None = None  # (width, height) in the file's header, when it differs from the tables
+    unreadable: str | None = None  # the UnreadableImage message
+    failure: str | None = None  # another UserError: run stops on it
+
+
+class _ImageCheck(torch.utils.data.Dataset):
+    """Item ``indices[k]`` of ``reader`` decoded and checked, for the worker processes (never raises a UserError)."""
+
+    def __init__(self, reader, indices: list[int]):
+        self.reader, self.indices = reader, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> _ImageResult:
+        record = self.reader.records.iloc[self.indices[position]]
+        found = _ImageResult(str(record.image_id), str(record.image_path))
+        try:
+            width, height = image_size(Path(record.image_path))
+            self.reader[self.indices[position]]
+        except UnreadableImage as error:
+            return _ImageResult(found.image_id, found.path, unreadable=str(error))
+        except UserError as error:
+            return _ImageResult(found.image_id, found.path, failure=str(error))
+        expected = record.get("width"), record.get("height")
+        known = all(value is not None and pd.notna(value) for value in expected)
+        if known and (width, height) != (int(expected[0]), int(expected[1])):
+            return _ImageResult(found.image_id, found.path, size=(width, height))
+        return found
+
+
+def _single(item):
+    return item
+
+
+def _check_images(reader, report: CheckReport, decode: int | None, workers: int = 0, progress: bool = False) -> None:
+    """Decode every image (or a sample), as run loads it, and report what run will do with the bad ones."""
     if "image_path" not in reader.records.columns:
         report.add("note", f"images not checked: the {reader.name} reader lists no image_path")
         return
-    indices = list(range(len(reader)))
-    sample = indices if decode is None else _evenly(indices, decode)
-    failed = 0
-    for index in sample:
-        record = reader.records.iloc[index]
-        path = Path(record.image_path)
-        try:
-            grey = read_grey(path)
-        except UserError as error:
-            failed += 1
-            report.add("warning", f"image {record.image_id} does not decode: {error}")
-            continue
-        width, height = record.get("width"), record.get("height")
-        known = width is not None and height is not None and pd.notna(width) and pd.notna(height)
-        if known and (grey.shape[1], grey.shape[0]) != (int(width), int(height)):
-            report.add(
-                "warning",
-                f"image {path} is {grey.shape[1]}x{grey.shape[0]} pixels but the tables say {int(width)}x{int(height)}: "
-                "gaze would be misplaced; replace the image with the release's copy",
-            )
-        try:
-            reader[index]
-        except UserError as error:
-            report.add("warning", f"item {record.image_id} cannot be loaded: {error}")
-    report.stats["images decoded (sample)"] = len(sample) - failed
-    report.stats["images that failed to decode (sample)"] = failed
-    if sample and failed == len(sample):
-        report.add("error", f"none of the {len(sample)} images checked decodes: the image files are damaged or not images; replace them with the release's copies")
+    paths = reader.records.image_path.astype(str)
+    firsts = [int(i) for i in np.flatnonzero(~paths.duplicated().to_numpy())]  # one item per image (REFLACX: several readings)
+    sample = firsts if decode is None else _evenly(firsts, decode)
+    checks = _ImageCheck(reader, sample)
+    loader = torch.utils.data.DataLoader(checks, batch_size=None, num_workers=workers if len(sample) > 1 else 0, collate_fn=_single)
+    unreadable, failed = [], []
+    for found in tqdm(loader, total=len(sample), desc=f"decoding {reader.name} images", unit="image", disable=None if progress else True):
+        if found.unreadable:
+            unreadable.append(found)
+        elif found.failure:
+            failed.append(found)
+        elif found.size:
+            _report_size(reader, report, found)
+    decoded = len(sample) - len(unreadable) - len(failed)
+    scope = "" if decode is None else " (sample)"
+    report.stats[f"images decoded{scope}"] = decoded
+    report.stats[f"unreadable images{scope}"] = len(unreadable)
+    if decode is not None and len(sample) < len(firsts):
+        report.add("note", f"only {len(sample)} of {len(firsts)} images were decoded (--quick): an unreadable image elsewhere is not found")
+    _report_unreadable(report, unreadable, len(sample))
+    if failed:  # one error: a missing decoder plugin fails every image alike
+        more = f" ({len(failed) - 1} more item(s) fail too)" if len(failed) > 1 else ""
+        report.add("error", f"item {failed[0].image_id} cannot be loaded: {failed[0].failure}; run and train stop on it{more}")
+
+
+def _report_size(reader, report: CheckReport, found: _ImageResult) -> None:
+    record = reader.records[reader.records.image_path.astype(str) == found.path].iloc[0]
+    report.add(
+        "warning",
+        f"image {found.path} is {found.size[0]}x{found.size[1]} pixels but the tables say {int(record.width)}x{int(record.height)}: "
+        "gaze would be misplaced; replace the image with the release's copy",
+    )
+
+
+def _report_unreadable(report: CheckReport, unreadable: list[_ImageResult], checked: int) -> None:
+    """A warning saying what run does with unreadable images, one per file (capped); an error when none decodes."""
+    if not unreadable:
+        return
+    if len(unreadable) == checked:
+        report.add("error", f"none of the {checked} images checked decodes: the image files are damaged or not images; replace them with the release's copies")
+    else:
+        report.add("warning", f"{len(unreadable)} unreadable image(s): run and train skip and count them (--strict stops); replace them with the release's copies")
+    for found in unreadable[:UNREADABLE_LISTED]:
+        report.add("warning", f"image {found.image_id} does not decode: {found.unreadable}")
+    if len(unreadable) > UNREADABLE_LISTED:
+        report.add("warning", f"... and {len(unreadable) - UNREADABLE_LISTED} more unreadable image(s), not listed")

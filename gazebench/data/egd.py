@@ -23,9 +23,9 @@ import torch
 
 from gazebench.data.base import GazeDataset, check_root, check_split
 from gazebench.data.gaze import GazeConvention, Letterbox, egd_density
-from gazebench.data.images import image_size, letterbox_array, read_grey, read_mask
+from gazebench.data.images import UnreadableImage, image_size, letterbox_array, read_grey, read_mask
 from gazebench.data.labels import DEFAULT_UNCERTAIN, chexpert_labels
-from gazebench.data.manifest import load_manifest, read_table
+from gazebench.data.manifest import load_manifest, long_rows_reason, read_table
 from gazebench.data.sample import Sample
 from gazebench.data.splits import patient_split
 from gazebench.errors import UserError
@@ -96,11 +96,14 @@ class EGDDataset(GazeDataset):
 
     def _read_master(self) -> pd.DataFrame:
         spec = self.manifest.table("master_sheet")
-        master = read_table(self.root, spec)
+        master = self._read_table("master_sheet")
         self._count_unparsable(master, "master_sheet.csv")
-        duplicated = master.dicom_id.duplicated()
+        duplicated = master.dicom_id.duplicated() & master.dicom_id.notna()
         self.skips["duplicated dicom_id rows in master_sheet.csv (first kept)"] += int(duplicated.sum())
-        master = master[~duplicated & master.dicom_id.notna()]
+        master = master[~duplicated]
+        blank = master[["dicom_id", "path", "patient_id"]].isna().any(axis=1)
+        self._skip("rows with a blank dicom_id, path or patient_id in master_sheet.csv (skipped)", int(blank.sum()))
+        master = master[~blank]
         labels, valid = self._labels(master)
         master = master[valid]
         table = pd.DataFrame(
@@ -124,6 +127,12 @@ class EGDDataset(GazeDataset):
         table["split"] = table.patient_id.map(patient_split(table.patient_id))
         return table
 
+    def _read_table(self, name: str) -> pd.DataFrame:
+        """Table ``name`` of the release, its rows with more fields than the header counted (dropped)."""
+        table = read_table(self.root, self.manifest.table(name))
+        self._skip(long_rows_reason(self.manifest.table(name).path), table.attrs["long_rows"])
+        return table
+
     def _labels(self, master: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """([N_valid, C] label vectors, [N] rows kept): one-hot rows without exactly one 1 are counted."""
         if self.label_set == "chexpert":
@@ -145,12 +154,17 @@ class EGDDataset(GazeDataset):
         jpg = self.images_root / relative.with_suffix(".jpg")
         return jpg if jpg.is_file() else self.images_root / relative
 
+    def _skip(self, reason: str, count: int) -> None:
+        """Count ``count`` things left out for ``reason`` (zero counts are not recorded)."""
+        if count:
+            self.skips[reason] += count
+
     def _count_unparsable(self, frame: pd.DataFrame, file: str) -> None:
         for column, count in frame.attrs.get("unparsable", {}).items():
             self.skips[f"unparsable values in {file} column {column} (treated as missing)"] += count
 
     def _read_fixations(self, image_ids: set[str]) -> dict[str, _Fixations]:
-        fixations = read_table(self.root, self.manifest.table("fixations"))
+        fixations = self._read_table("fixations")
         numbers = fixations[["FPOGD", "X_ORIGINAL", "Y_ORIGINAL"]]
         unparsable = numbers.isna().any(axis=1)
         self.skips["fixations with an unparsable or blank number (dropped)"] += int(unparsable.sum())
@@ -172,20 +186,33 @@ class EGDDataset(GazeDataset):
         spec = self.manifest.table("bounding_boxes")
         if not (self.root / spec.path).is_file():
             return {}
-        boxes = read_table(self.root, spec)
+        boxes = self._read_table("bounding_boxes")
+        blank = boxes[["dicom_id", "bbox_name"]].isna().any(axis=1)
+        self._skip("bounding boxes with a blank dicom_id or bbox_name (dropped)", int(blank.sum()))
         coordinates = boxes[["x1", "x2", "y1", "y2"]]
-        bad = coordinates.isna().any(axis=1) | (boxes.x2 < boxes.x1) | (boxes.y2 < boxes.y1)
+        bad = ~blank & (coordinates.isna().any(axis=1) | (boxes.x2 < boxes.x1) | (boxes.y2 < boxes.y1))
         self.skips["bounding boxes with a missing, unparsable or inverted coordinate (dropped)"] += int(bad.sum())
-        boxes = boxes[~bad & boxes.dicom_id.isin(image_ids)]
+        boxes = boxes[~blank & ~bad & boxes.dicom_id.isin(image_ids)]
         return {image_id: group for image_id, group in boxes.groupby("dicom_id", sort=False)}
 
     def _clip_fixations_to_images(self, records: pd.DataFrame) -> pd.DataFrame:
-        """Record each image's size (header only) and drop, counted, fixations beyond it."""
-        sizes = [image_size(path) for path in records.image_path]
+        """Record each image's size (header only) and drop, counted, fixations beyond it.
+
+        An image whose header does not decode gets size 0: its item raises the same
+        ``UnreadableImage`` when loaded, so a run skips and counts it like any unreadable image.
+        """
+        self.unreadable: dict[str, UnreadableImage] = {}
+        sizes = []
+        for image_id, path in zip(records.image_id, records.image_path):
+            try:
+                sizes.append(image_size(path))
+            except UnreadableImage as error:
+                self.unreadable[image_id] = error
+                sizes.append((0, 0))
         records = records.assign(width=[w for w, _ in sizes], height=[h for _, h in sizes])
         for record in records.itertuples():
             fixations = self.fixations.get(record.image_id)
-            if fixations is None:
+            if fixations is None or record.image_id in self.unreadable:
                 continue
             inside = (fixations.x < record.width) & (fixations.y < record.height)
             self.skips["fixations beyond the image's width or height (dropped)"] += int((~inside).sum())
@@ -209,6 +236,8 @@ class EGDDataset(GazeDataset):
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records.iloc[index]
+        if record.image_id in self.unreadable:
+            raise self.unreadable[record.image_id]
         width, height = int(record.width), int(record.height)
         box = Letterbox(width, height, self.grid)
         return Sample(

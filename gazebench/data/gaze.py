@@ -38,6 +38,12 @@ class GazeConvention:
 
 EGD_CONVENTION = GazeConvention("egd", sigma=150.0, duration_weighted=False)
 REFLACX_CONVENTION = GazeConvention("reflacx", sigma=1.0, duration_weighted=True)
+MAX_IMAGE_SIDE = 65535  # DICOM's Rows and Columns are 16-bit: a larger side in a table is damage
+
+
+def usable_side(side):
+    """Which widths or heights (numbers or arrays of them, in pixels) a ``Letterbox`` can use: 1 to ``MAX_IMAGE_SIDE``."""
+    return (side >= 1) & (side <= MAX_IMAGE_SIDE)
 
 
 @dataclass(frozen=True)

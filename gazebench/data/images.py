@@ -5,6 +5,11 @@ uncompressed and RLE pixel data itself.  Compressed DICOM transfer syntaxes (JPE
 JPEG 2000) need pydicom's decoding plugins -- ``pylibjpeg`` with ``pylibjpeg-libjpeg`` (JPEG,
 JPEG-LS) and ``pylibjpeg-openjpeg`` (JPEG 2000), or ``python-gdcm`` -- and without them
 ``read_grey`` raises a ``UserError`` naming these packages (or read the MIMIC-CXR-JPG copy).
+
+A file that cannot be decoded (empty, truncated, corrupt, not an image) raises ``UnreadableImage``,
+a ``UserError`` naming the file: runs and training skip and count such an item
+(``sample.load_items``) unless ``--strict``; a missing decoder plugin stays a plain ``UserError``,
+since it would make every image unreadable.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -25,6 +30,29 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 DICOM_PLUGINS = "pylibjpeg with pylibjpeg-libjpeg and pylibjpeg-openjpeg (or python-gdcm)"
 # what a damaged file can make pydicom raise while parsing the header or the pixel data
 DICOM_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, AttributeError, TypeError, IndexError)
+# what a damaged PNG/JPG can make Pillow raise (UnidentifiedImageError and "image file is truncated" are OSErrors)
+PIL_ERRORS = (OSError, SyntaxError, ValueError)
+
+
+class UnreadableImage(UserError):
+    """An image (or mask) file that cannot be decoded: empty, truncated, corrupt or not an image.
+
+    ``path`` is the file, ``reason`` the decoder's one-line complaint; the message names both
+    and the fix.  Pickles with its fields, so a worker process can raise it.
+    """
+
+    def __init__(self, path: Path | str, reason: str, message: str | None = None):
+        self.path, self.reason = Path(path), reason
+        super().__init__(message or f"cannot read image {path}: {reason}; replace or remove the file")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason, str(self))
+
+
+def _unreadable(path: Path, error: BaseException) -> UnreadableImage:
+    """The error for a PNG/JPG that Pillow cannot open or decode (an empty file said as such)."""
+    empty = Path(path).is_file() and Path(path).stat().st_size == 0
+    return UnreadableImage(path, "empty file (0 bytes)" if empty else _one_line(error))
 
 
 def is_dicom(path: Path) -> bool:
@@ -38,8 +66,8 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except (OSError, UnidentifiedImageError) as error:
-        raise UserError(f"cannot read image {path}: {error}; replace or remove the file") from None
+    except PIL_ERRORS as error:
+        raise _unreadable(path, error) from None
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -54,8 +82,8 @@ def read_grey(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             array = np.asarray(image if image.mode in ("L", "I;16", "I", "F") else image.convert("L"))
-    except (OSError, UnidentifiedImageError) as error:
-        raise UserError(f"cannot read image {path}: {error}; replace or remove the file") from None
+    except PIL_ERRORS as error:
+        raise _unreadable(path, error) from None
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     if array.dtype == np.uint16:
@@ -67,8 +95,8 @@ def read_grey(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------------- DICOM
 
 
-def _dicom_error(path: Path, problem: str) -> UserError:
-    return UserError(f"cannot read DICOM {path}: {problem}; replace the file with the release's copy")
+def _dicom_error(path: Path, problem: str) -> UnreadableImage:
+    return UnreadableImage(path, problem, f"cannot read DICOM {path}: {problem}; replace the file with the release's copy")
 
 
 def _read_dicom(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:

@@ -5,20 +5,31 @@ knowledge -- files and folders, required columns and their types, id formats, of
 how to obtain the data, its licence, its label policy and its default gaze convention -- so
 that readers and ``gazebench data check`` share one description instead of scattering it.
 
-Column types: ``str``; ``int`` and ``float`` (numbers; blank = missing); ``bool``
+Column types: ``str``; ``int`` and ``float`` (numbers; blank = missing; ``nan``, ``inf`` and
+numbers beyond float32's range do not parse: gazebench computes in float32); ``bool``
 (``True/False/true/false/1/0``); ``label`` (CheXpert-style 1 / 0 / -1 / blank).  A table may
 list ``one_of``: alternative names for the same columns (REFLACX's ``x_position`` or
 ``average_x_position``); the first alternative's names are the canonical ones readers see.
+
+Tables are read as the release may ship them: UTF-8 with or without a byte-order mark, LF or
+CRLF line ends, ``.csv`` or ``.csv.gz``.  A file that cannot be read as CSV at all (other bytes
+than UTF-8, an unterminated quote, a damaged gzip) is a one-line ``UserError`` naming it; rows
+with more fields than the header are dropped and counted (``long_rows``), shorter ones padded
+with blanks.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import re
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -28,6 +39,9 @@ from gazebench.resources import resource, resource_names
 
 COLUMN_TYPES = ("str", "int", "float", "bool", "label")
 BOOL_VALUES = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
+LARGEST_NUMBER = float(np.finfo(np.float32).max)  # numbers beyond it (and nan, inf) do not parse
+# what reading a damaged CSV (or .csv.gz) can raise
+CSV_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, UnicodeDecodeError, OSError, EOFError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -145,12 +159,18 @@ def table_path(root: Path, spec: TableSpec, **fields: str) -> Path:
     return Path(root) / spec.path.format(**fields)
 
 
+def cannot_parse(path: Path, error: object) -> UserError:
+    """The one-line error for a file that is not readable CSV."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return UserError(f"cannot parse {path} as CSV ({reason}); replace the file with the release's copy")
+
+
 def read_header(path: Path) -> list[str]:
     """Column names of a CSV (an unreadable file is the user's to fix)."""
     try:
         return list(pd.read_csv(path, nrows=0).columns)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot parse {path} as CSV ({error}); replace the file with the release's copy") from None
+    except CSV_ERRORS as error:
+        raise cannot_parse(path, error) from None
 
 
 def resolve_alternatives(spec: TableSpec, header: list[str]) -> dict[str, str] | None:
@@ -188,7 +208,7 @@ def read_table(root: Path, spec: TableSpec, **fields: str) -> pd.DataFrame:
     missing = missing_columns(spec, header)
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; expected at least: {', '.join(spec.columns)}")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    frame, long_rows = read_text(path)
     frame = frame.rename(columns=resolve_alternatives(spec, header))
     unparsable: dict[str, int] = {}
     for column, kind in spec.typed_columns().items():
@@ -197,8 +217,45 @@ def read_table(root: Path, spec: TableSpec, **fields: str) -> pd.DataFrame:
             if bad:
                 unparsable[column] = bad
     frame.attrs["unparsable"] = unparsable
+    frame.attrs["long_rows"] = long_rows
     frame.attrs["path"] = str(path)
     return frame
+
+
+def long_rows_reason(path: str | Path) -> str:
+    """The skip reason of rows with more fields than the header, for file ``path``."""
+    return f"{PurePosixPath(path).name} rows with more fields than its header (dropped)"
+
+
+def read_text(path: Path) -> tuple[pd.DataFrame, int]:
+    """Every cell of a CSV as text (blank = missing), and how many rows had more fields than the header (dropped).
+
+    pandas reads a well-formed file; a ragged one (which pandas refuses, or silently reads with
+    the first fields as an index) is read again with the csv module, row by row.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], index_col=False), 0
+    except (pd.errors.ParserError, pd.errors.ParserWarning):
+        pass  # ragged rows, or an unterminated quote: the csv module tells them apart
+    except CSV_ERRORS as error:
+        raise cannot_parse(path, error) from None
+    header, rows = _csv_rows(path)
+    kept, dropped = fit_rows(header, rows)
+    frame = pd.DataFrame(kept, columns=header, dtype=object)
+    return frame.mask(frame == ""), dropped
+
+
+def fit_rows(header: list[str], rows: list[list[str]]) -> tuple[list[list[str]], int]:
+    """(rows fitted to the header's length, number of rows dropped).
+
+    Shorter rows are padded with blanks; trailing empty fields (a trailing comma) are cut, as
+    pandas does; rows with more non-empty fields than the header are dropped.
+    """
+    width = len(header)
+    kept = [row[:width] + [""] * (width - len(row)) for row in rows if not any(row[width:])]
+    return kept, len(rows) - len(kept)
 
 
 def convert_column(values: pd.Series, kind: str) -> tuple[pd.Series, int]:
@@ -210,7 +267,8 @@ def convert_column(values: pd.Series, kind: str) -> tuple[pd.Series, int]:
         parsed = values.astype(str).str.strip().str.lower().map(BOOL_VALUES)
         return parsed.astype(object).where(parsed.notna(), None), int((present & parsed.isna()).sum())
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = present & numbers.isna()
+    bad = present & ~(numbers.abs() <= LARGEST_NUMBER)  # unparsable, nan, inf or beyond float32
+    numbers = numbers.where(~bad)
     if kind == "label":
         bad |= present & numbers.notna() & ~numbers.isin([1, 0, -1])
         numbers = numbers.where(~bad)
@@ -239,8 +297,8 @@ def read_item_tables(root: Path, spec: TableSpec, item_ids, id_column: str = "it
             raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; expected at least: {', '.join(spec.columns)}")
         renaming = resolve_alternatives(spec, header)
         canonical = tuple(renaming.get(column, column) for column in header)
-        kept = [row + [""] * (len(header) - len(row)) for row in rows if len(row) <= len(header)]
-        long_rows += len(rows) - len(kept)
+        kept, dropped = fit_rows(header, rows)
+        long_rows += dropped
         stacked_rows, stacked_ids = groups.setdefault(canonical, ([], []))
         stacked_rows.extend(kept)
         stacked_ids.extend([item_id] * len(kept))
@@ -257,12 +315,28 @@ def read_item_tables(root: Path, spec: TableSpec, item_ids, id_column: str = "it
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a small CSV as text (the csv module: far faster than pandas per file)."""
+    """Header (repeated names made unique as pandas does: ``a``, ``a.1``) and rows of a CSV as text.
+
+    The csv module: far faster than pandas per small file.  ``strict``: an unterminated quote
+    is an error, not the rest of the file read as one field.
+    """
+    opener = gzip.open if Path(path).suffix == ".gz" else open
     try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            rows = [row for row in csv.reader(file) if row]
-    except (csv.Error, UnicodeDecodeError) as error:
-        raise UserError(f"cannot parse {path} as CSV ({error}); replace the file with the release's copy") from None
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as file:
+            rows = [row for row in csv.reader(file, strict=True) if row]
+    except CSV_ERRORS as error:
+        raise cannot_parse(path, error) from None
     if not rows:
-        raise UserError(f"cannot parse {path} as CSV (the file is empty); replace the file with the release's copy")
-    return rows[0], rows[1:]
+        raise cannot_parse(path, "the file is empty")
+    return unique_names(rows[0]), rows[1:]
+
+
+def unique_names(header: list[str]) -> list[str]:
+    """Column names with repeats renamed ``name.1``, ``name.2`` ... (the first one keeps its name, as in pandas)."""
+    seen: dict[str, int] = {}
+    names = []
+    for name in header:
+        repeat = seen.get(name, 0)
+        seen[name] = repeat + 1
+        names.append(f"{name}.{repeat}" if repeat else name)
+    return names

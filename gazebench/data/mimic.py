@@ -11,7 +11,7 @@ are kept.  Image sizes come from the metadata, so building the dataset reads no 
 
 Nothing is dropped silently.  Filters run in this order and each dropped image is counted once,
 under the first reason that applies: duplicated ``dicom_id``, blank id, non-frontal or blank
-view, blank or unparsable size, no label row for its study, no split row, unknown split value;
+view, blank, unparsable or impossible size (not 1 to 65535 px), no label row for its study, no split row, unknown split value;
 then, for the selected split only, images missing on disk.  ``table`` (every usable image of
 every split, for ``splits.csv``) is therefore not checked against the disk; ``records`` (this
 split's items, ``image_path`` a string) is.  Label cells that do not parse as 1 / 0 / -1 become unknown (NaN) and are
@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 
 from gazebench.data.base import GazeDataset, check_root, check_split
-from gazebench.data.gaze import GazeConvention, Letterbox
+from gazebench.data.gaze import GazeConvention, Letterbox, usable_side
 from gazebench.data.images import letterbox_array, read_grey
 from gazebench.data.labels import DEFAULT_UNCERTAIN, chexpert_labels, uncertain_value
-from gazebench.data.manifest import TableSpec, convert_column, load_manifest, read_table
+from gazebench.data.manifest import TableSpec, convert_column, load_manifest, long_rows_reason, read_table
 from gazebench.data.sample import Sample
 from gazebench.errors import UserError
 
@@ -105,10 +105,14 @@ class MimicDataset(GazeDataset):
         for column, count in frame.attrs.get("unparsable", {}).items():
             self._skip(f"unparsable values in {spec.path} column {column} (treated as missing)", count)
 
+    def _count_long_rows(self, frame: pd.DataFrame, spec: TableSpec) -> None:
+        self._skip(long_rows_reason(spec.path), frame.attrs["long_rows"])
+
     def _read_metadata(self) -> pd.DataFrame:
         """Frontal images with ids and a size: image_id, patient_id, study_id, width, height."""
         spec = self._spec("metadata")
         metadata = read_table(self.root, spec)
+        self._count_long_rows(metadata, spec)
         self._count_unparsable(metadata, spec)
         self.stats_counts[f"images in {spec.path}"] = len(metadata)
         duplicated = metadata.dicom_id.duplicated() & metadata.dicom_id.notna()
@@ -123,7 +127,7 @@ class MimicDataset(GazeDataset):
         self._skip("non-frontal views (skipped)", int((~frontal & view.notna()).sum()))
         metadata = metadata[frontal]
         width, height = metadata[self.manifest.images["width"]], metadata[self.manifest.images["height"]]
-        sized = (width > 0) & (height > 0)
+        sized = usable_side(width) & usable_side(height)
         self._skip(f"images with a blank or unparsable Rows/Columns in {spec.path} (skipped)", int((~sized).sum()))
         metadata = metadata[sized]
         return pd.DataFrame(
@@ -141,6 +145,7 @@ class MimicDataset(GazeDataset):
         file = self.manifest.labels["sources"][self.label_set]
         spec = self._spec(next(name for name, table in self.manifest.tables.items() if table.path == file))
         table, unparsable = read_with_unparsable_mask(self.root, spec)
+        self._count_long_rows(table, spec)
         duplicated = table.duplicated(["subject_id", "study_id"])
         self._skip(f"duplicated (subject_id, study_id) rows in {spec.path} (first kept)", int(duplicated.sum()))
         table, unparsable = table[~duplicated].reset_index(drop=True), unparsable[~duplicated.to_numpy()]
@@ -160,6 +165,7 @@ class MimicDataset(GazeDataset):
         """Images with a known official split, mapped to gazebench's names (``validate`` -> ``dev``)."""
         spec = self._spec("split")
         splits = read_table(self.root, spec)
+        self._count_long_rows(splits, spec)
         duplicated = splits.dicom_id.duplicated()
         self._skip(f"duplicated dicom_id rows in {spec.path} (first kept)", int(duplicated.sum()))
         split_of = splits[~duplicated].set_index("dicom_id").split

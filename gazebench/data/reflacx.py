@@ -20,7 +20,8 @@ read with the csv module and typed once, stacked (``manifest.read_item_tables``)
 
 What counts as what (every drop is counted in ``skips``):
 - excluded readings (no labels, no gaze): discarded eye tracking, duplicated ids, a blank or
-  unparsable required metadata value, an unknown split, an image missing on disk;
+  unparsable required metadata value (an image side must be 1 to ``gaze.MAX_IMAGE_SIDE`` px),
+  an unknown split, an image missing on disk;
 - readings without gaze (labels, ellipses and boxes kept): no ``fixations.csv``, or no usable
   fixation in it (off the image, unparsable, non-positive duration or angular resolution);
 - images without any reading with gaze: skipped with ``require_gaze`` (kept with zero gaze otherwise).
@@ -38,10 +39,10 @@ import pandas as pd
 import torch
 
 from gazebench.data.base import GazeDataset, check_root, check_split
-from gazebench.data.gaze import GazeConvention, Letterbox, egd_density, reflacx_density
+from gazebench.data.gaze import GazeConvention, Letterbox, egd_density, reflacx_density, usable_side
 from gazebench.data.images import letterbox_array, read_grey
 from gazebench.data.labels import DEFAULT_POSITIVE_CERTAINTY, DEFAULT_UNCERTAIN, certainty_labels, merge_readers
-from gazebench.data.manifest import Manifest, TableSpec, convert_column, load_manifest, read_item_tables, read_table, table_path
+from gazebench.data.manifest import LARGEST_NUMBER, Manifest, TableSpec, convert_column, load_manifest, long_rows_reason, read_item_tables, read_table, table_path
 from gazebench.data.sample import ReaderGaze, Sample
 from gazebench.errors import UserError
 
@@ -234,6 +235,7 @@ class ReflacxDataset(GazeDataset):
             if not table_path(self.root, spec, phase=phase).is_file():
                 continue
             frame = self._check_labels(read_table(self.root, spec, phase=phase))
+            self._skip(long_rows_reason(frame.attrs["path"]), frame.attrs["long_rows"])
             for label in self._kinds:
                 if label in frame.columns:
                     present.setdefault(label, set()).add(phase)
@@ -264,7 +266,7 @@ class ReflacxDataset(GazeDataset):
         for column in self.manifest.table("metadata").columns:
             bad = readings[column].isna()
             if column in self._size_columns:
-                bad |= ~(readings[column] > 0)
+                bad |= ~usable_side(readings[column])
             self._skip(f"readings with a blank or unparsable {column} (excluded)", int(bad.sum()))
             readings = readings[~bad]
         discarded = readings[DISCARDED].astype(bool)
@@ -334,7 +336,7 @@ class ReflacxDataset(GazeDataset):
         numbers = frame.reindex(columns=[START, END, X, Y, *PIXELS_PER_DEGREE, *SHOWN_RECT]).astype(float)
         unparsable = numbers.isna().any(axis=1)
         duration = numbers[END] - numbers[START]
-        not_positive = ~unparsable & ((duration <= 0) | (numbers[list(PIXELS_PER_DEGREE)] <= 0).any(axis=1))
+        not_positive = ~unparsable & (~duration.between(0, LARGEST_NUMBER, inclusive="right") | (numbers[list(PIXELS_PER_DEGREE)] <= 0).any(axis=1))
         off_image = ~unparsable & ~not_positive & ((numbers[X] < 0) | (numbers[Y] < 0) | (numbers[X] >= width) | (numbers[Y] >= height))
         self._skip("fixations with a blank or unparsable number (dropped)", int(unparsable.sum()))
         self._skip("fixations with a non-positive duration or angular resolution (dropped)", int(not_positive.sum()))
@@ -354,8 +356,7 @@ class ReflacxDataset(GazeDataset):
     def _read_per_reading(self, table: str, reading_ids) -> tuple[pd.DataFrame, set[str]]:
         """Table ``table`` of every reading that has one, stacked and typed once (column ``READING``)."""
         frame, found, unparsable, long_rows = read_item_tables(self.root, self.manifest.table(table), reading_ids, READING)
-        name = PurePosixPath(self.manifest.table(table).path).name
-        self._skip(f"{name} rows with more fields than its header (dropped)", long_rows)
+        self._skip(long_rows_reason(self.manifest.table(table).path), long_rows)
         return frame, found
 
     def _group_gaze_readings(self, readings: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:

@@ -11,21 +11,34 @@ layers, eval-mode batch norm, average pooling, ...), but not for other nonlinear
   after, so other users of Captum in the process are unaffected outside the call;
 * every other module type without a rule, and nonlinear operations that are not modules at all
   (the ``x * gate`` product of squeeze-excitation blocks, torchvision DenseNet's functional
-  ``F.relu``), are recorded in ``self.warnings``, one readable line each.
+  ``F.relu``, any functional nonlinearity found while the model runs: see below), are recorded
+  in ``self.warnings``, one readable line each.
 
 Captum needs each nonlinear module (e.g. each ``nn.ReLU``) to be used once per forward pass: it
 stores the module's input and output in hooks, and a reused module raises a RuntimeError in the
-backward pass. Models that reuse one ``nn.ReLU`` object or call ``F.relu`` must be patched to
-use a distinct module per use.  Nonlinear modules reached only through a model's extra inputs
-(the temporal model's frame branch, which needs no gradient) make Captum's hooks fail: such
-branches must use functional calls.
+backward pass (torchvision's ResNet blocks are patched by ``captum_compat.distinct_block_relus``).
+Nonlinear modules reached only through a model's extra inputs (the temporal model's frame branch,
+which needs no gradient) make Captum's hooks fail: such branches must use functional calls.
+
+Captum also loses a rule silently where a nonlinear module feeds another directly (``nn.ReLU`` ->
+``nn.MaxPool2d`` in AlexNet, VGG, the DenseNet and ResNet stems): both hook one shared tensor, and
+the ReLU's rule reads the pool's plain gradient instead of its multipliers.  During the call every
+module with a rule gets its own copy of its input (``captum_compat.own_inputs``), so this holds on
+any network, whether or not it was built with a ``TensorSeparator``.
 
 Captum 0.9's rule for ``nn.MaxPool2d`` loses deltas: it spreads each window's delta back with
 ``F.max_unpool2d``, which keeps one value where overlapping windows (the 3x3 stride-2 stem pools
 of DenseNet and ResNet) share an argmax, and its zero-delta fallback uses the first row's gradient
 for every row (captum issue #1276).  During the call, ``corrected_maxpool2d`` replaces it (values
-added with ``scatter_add_``, each row's own gradient), so networks with max pooling keep
-completeness (attributions summing to f(x) - f(baseline)) for any baseline.
+added with ``scatter_add_``, each row's own gradient), for ``nn.MaxPool1d`` and ``nn.MaxPool3d``
+as well.
+
+Nonlinear *functions* called in a module's own ``forward`` (``F.relu``, ``torch.sigmoid``, a
+product of two input-dependent tensors, ...) cannot be hooked; during the call a torch function
+mode (``UnhookedNonlinearities``) records each one that runs on input-dependent tensors outside
+a module with a rule, and ``self.warnings`` names the module (type and dotted name) and the
+function.  With all of the above, attributions sum to f(x) - f(baseline) for the explained logit
+(within float rounding) on every network for which ``self.warnings`` says nothing.
 """
 
 from __future__ import annotations
@@ -33,17 +46,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import ClassVar
 
-from captum.attr import DeepLift
-from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR, nonlinear
 import torch
 import torch.nn.functional as F
+from captum.attr import DeepLift
+from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR, nonlinear
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from gazebench.methods.base import Method, forward_args
 from gazebench.methods.gradient import gradient_leaf, input_gradients_only, make_baseline
+from gazebench.models.captum_compat import own_inputs
 from gazebench.registry import METHODS
 
 # Elementwise activations: DeepLift's rescale rule (delta_out / delta_in) is exact for them.
@@ -61,6 +77,27 @@ LINEAR_TYPES = (
 )  # fmt: skip
 
 SQUEEZE_EXCITE_NAMES = ("SqueezeExcite", "SEModule")
+
+# torch functions (by ``__name__``: F.relu, torch.relu and Tensor.relu alike) that are nonlinear in
+# one input-dependent tensor; called outside a module with a rule, no DeepLift rule applies to them.
+NONLINEAR_FUNCTIONS = frozenset((
+    "relu", "relu_", "relu6", "elu", "elu_", "selu", "selu_", "celu", "celu_", "leaky_relu", "leaky_relu_", "rrelu", "prelu",
+    "gelu", "silu", "mish", "hardswish", "hardsigmoid", "hardtanh", "hardtanh_", "hardshrink", "softshrink", "tanhshrink",
+    "threshold", "threshold_", "softplus", "softsign", "sigmoid", "sigmoid_", "tanh", "tanh_", "logsigmoid", "softmax",
+    "log_softmax", "softmin", "glu", "exp", "exp_", "expm1", "log", "log_", "log1p", "log2", "sqrt", "sqrt_", "rsqrt", "abs",
+    "abs_", "clamp", "clamp_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_", "clip", "clip_", "max", "amax", "min",
+    "amin", "maximum", "minimum", "pow", "pow_", "__pow__", "__rpow__", "square", "reciprocal", "erf", "sin", "cos",
+    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
+    "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices", "lp_pool1d", "lp_pool2d", "lp_pool3d",
+    "layer_norm", "group_norm", "instance_norm", "local_response_norm", "rms_norm", "normalize",
+))  # fmt: skip
+# torch functions that are nonlinear when two of their tensors depend on the input (x * gate, q @ k).
+PRODUCT_FUNCTIONS = frozenset((
+    "mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "div", "div_", "divide", "true_divide", "__truediv__",
+    "__rtruediv__", "__itruediv__", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "baddbmm", "addcmul", "addcmul_",
+    "addcdiv", "einsum", "bilinear", "scaled_dot_product_attention",
+))  # fmt: skip
 
 
 def type_name(module_type: type) -> str:
@@ -102,31 +139,34 @@ def deeplift_warnings(model: nn.Module, model_name: str) -> list[str]:
         if needs_rescale_rule(kind)
     ]
     lines += [
-        f"{prefix} {count} x {type_name(kind)} have no DeepLift rule; plain gradients pass through them"
-        for kind, count in counts.items()
-        if has_no_rule(kind)
+        f"{prefix} {count} x {type_name(kind)} have no DeepLift rule; plain gradients pass through them" for kind, count in counts.items() if has_no_rule(kind)
     ]
     squeeze_excite = Counter(type_name(type(m)) for m in model.modules() if is_squeeze_excite(m))
     if squeeze_excite:
         kinds = ", ".join(f"{count} x {kind}" for kind, count in squeeze_excite.items())
         lines.append(
             f"{prefix} squeeze-excitation blocks ({kinds}) gate features with a functional product x * gate; "
-            "DeepLift has no rule for it and uses plain gradients there, so attributions do not sum to f(x) - f(baseline)"
+            "DeepLift has no rule for it and uses plain gradients there, so attributions need not sum to f(x) - f(baseline)"
         )
     if any(uses_functional_densenet_relu(m) for m in model.modules()):
         lines.append(f"{prefix} torchvision DenseNet.forward applies a functional F.relu; DeepLift uses plain gradients there")
     return lines
 
 
+# The max pools gazebench's corrected rule replaces Captum's for, with their functional form.
+MAX_POOLS = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}
+
+
 def scatter_unpool(values: torch.Tensor, indices: torch.Tensor, output_size: list[int]) -> torch.Tensor:
-    """``max_unpool2d`` that adds the values of windows sharing an argmax (``F.max_unpool2d`` keeps one)."""
+    """``max_unpool`` (1-3 d) that adds the values of windows sharing an argmax (``F.max_unpool2d`` keeps one)."""
     flat = values.new_zeros(*values.shape[:2], math.prod(output_size[2:]))
     flat.scatter_add_(2, indices.flatten(2), values.flatten(2))
     return flat.view(output_size)
 
 
 def corrected_maxpool2d(module, inputs, outputs, grad_input, grad_output, eps=1e-10):
-    """DeepLift's max-pool rule (Captum's ``maxpool2d`` with its two defects fixed; module docstring).
+    """DeepLift's max-pool rule (Captum's ``maxpool2d`` with its two defects fixed; module docstring),
+    for ``nn.MaxPool1d`` / ``nn.MaxPool3d`` too (the pool function follows the module's type).
 
     Rows are [inputs; references] as Captum stacks them.  Each window's output delta goes to its
     argmax (of the input and of the reference), the spread deltas are summed, and the multiplier
@@ -138,7 +178,7 @@ def corrected_maxpool2d(module, inputs, outputs, grad_input, grad_output, eps=1e
         cross = torch.max(out, out_reference)
         delta_out = torch.cat([cross - out_reference, out - cross])
         pool = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
-        _, indices = F.max_pool2d(module.input, *pool, return_indices=True)
+        _, indices = MAX_POOLS[type(module)](module.input, *pool, return_indices=True)
         spread = scatter_unpool(grad_output * delta_out, indices, list(inputs.shape))
         from_x, from_reference = spread.chunk(2)
         spread = torch.cat(2 * [from_x + from_reference])
@@ -148,21 +188,107 @@ def corrected_maxpool2d(module, inputs, outputs, grad_input, grad_output, eps=1e
 
 @contextmanager
 def extra_rescale_rules(model: nn.Module) -> Iterator[None]:
-    """For the call: Captum's rescale rule for the model's elementwise activations Captum lacks, and
-    the corrected max-pool rule; Captum's table is restored after."""
+    """For the call: Captum's rescale rule for the model's elementwise activations Captum lacks, the
+    corrected max-pool rule, and a copy of its input for every module with a rule (``own_inputs``,
+    so no rule misses the next one's multipliers); Captum's table is restored after."""
     added = [kind for kind in leaf_types(model) if needs_rescale_rule(kind)]
-    previous_maxpool = SUPPORTED_NON_LINEAR.get(nn.MaxPool2d)
+    previous_maxpools = {kind: SUPPORTED_NON_LINEAR.get(kind) for kind in MAX_POOLS}
     SUPPORTED_NON_LINEAR.update({kind: nonlinear for kind in added})
-    SUPPORTED_NON_LINEAR[nn.MaxPool2d] = corrected_maxpool2d
+    SUPPORTED_NON_LINEAR.update({kind: corrected_maxpool2d for kind in MAX_POOLS})
     try:
-        yield
+        with own_inputs(model, SUPPORTED_NON_LINEAR):
+            yield
     finally:
         for kind in added:
             SUPPORTED_NON_LINEAR.pop(kind, None)
-        if previous_maxpool is None:
-            SUPPORTED_NON_LINEAR.pop(nn.MaxPool2d, None)
-        else:
-            SUPPORTED_NON_LINEAR[nn.MaxPool2d] = previous_maxpool
+        for kind, rule in previous_maxpools.items():
+            if rule is None:
+                SUPPORTED_NON_LINEAR.pop(kind, None)
+            else:
+                SUPPORTED_NON_LINEAR[kind] = rule
+
+
+def input_dependent(args: tuple, kwargs: dict) -> int:
+    """How many tensor arguments (also inside lists: ``einsum``) carry a gradient back to the input.
+
+    During the call only the input requires a gradient (``input_gradients_only``), so parameters,
+    buffers and branches run without gradients do not count.
+    """
+    values = [*args, *kwargs.values()]
+    values += [item for value in values if isinstance(value, (list, tuple)) for item in value]
+    return sum(isinstance(value, torch.Tensor) and value.requires_grad for value in values)
+
+
+def reported_statically(module: nn.Module) -> bool:
+    """Modules whose approximation ``deeplift_warnings`` already names (not reported twice)."""
+    leaf = next(module.children(), None) is None
+    return (leaf and has_no_rule(type(module))) or is_squeeze_excite(module) or uses_functional_densenet_relu(module)
+
+
+class UnhookedNonlinearities(TorchFunctionMode):
+    """While active, records nonlinear torch functions that a module's own forward applies to
+    input-dependent tensors where no DeepLift rule covers them (functional ``F.relu``, ``x * gate``).
+
+    A module stack kept by forward hooks on every module of ``model`` says whose forward is running;
+    functions called inside a module with a rule (an ``nn.ReLU`` calls ``F.relu``), outside the
+    model's forward (Captum's own code, the rules in the backward pass), or in modules that
+    ``deeplift_warnings`` already reports are not recorded.  ``found``: {(module type, function
+    name): [dotted module names]}.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.names = {id(module): name for name, module in model.named_modules()}
+        self.stack: list[nn.Module] = []
+        self.found: dict[tuple[type, str], list[str]] = {}
+        self.handles: list = []
+
+    def push(self, module: nn.Module, args: tuple) -> None:
+        self.stack.append(module)
+
+    def pop(self, module: nn.Module, args: tuple, output) -> None:
+        self.stack.pop()
+
+    def __enter__(self):
+        for module in self.model.modules():
+            self.handles += [module.register_forward_pre_hook(self.push), module.register_forward_hook(self.pop, always_call=True)]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        return super().__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.stack:
+            self.note(self.stack[-1], getattr(func, "__name__", ""), args, kwargs)
+        return func(*args, **kwargs)
+
+    def note(self, module: nn.Module, function: str, args: tuple, kwargs: dict) -> None:
+        """Records ``function`` if it is nonlinear here and no rule or warning covers ``module``."""
+        needed = 1 if function in NONLINEAR_FUNCTIONS else 2 if function in PRODUCT_FUNCTIONS else 0
+        if not needed or type(module) in SUPPORTED_NON_LINEAR or reported_statically(module) or input_dependent(args, kwargs) < needed:
+            return
+        names = self.found.setdefault((type(module), function), [])
+        if self.names[id(module)] not in names:
+            names.append(self.names[id(module)])
+
+
+def functional_warnings(found: dict[tuple[type, str], list[str]], model_name: str) -> list[str]:
+    """One line per (module type, function) that ``UnhookedNonlinearities`` found, naming the modules."""
+    lines = []
+    for (kind, function), names in found.items():
+        shown = ", ".join(repr(name) if name else "the model itself" for name in names[:3])
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        lines.append(
+            f"deeplift on {model_name}: {type_name(kind)} ({shown}{more}) calls {function} on input-dependent tensors in its "
+            "forward; Captum cannot hook a function, so plain gradients pass through it and attributions need not sum to "
+            "f(x) - f(baseline) (rules exist for modules only: nn.ReLU, nn.Sigmoid, nn.MaxPool2d, ...)"
+        )
+    return lines
 
 
 @METHODS.register("deeplift")
@@ -177,15 +303,25 @@ class DeepLiftMethod(Method):
 
     name = "deeplift"
     postprocess = "abs"
-    default_params = {"baseline": "black"}
+    default_params: ClassVar[dict] = {"baseline": "black"}
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
-        new_lines = [line for line in deeplift_warnings(adapter.module, adapter.name) if line not in self.warnings]
-        self.warnings.extend(new_lines)
+        self.record(deeplift_warnings(adapter.module, adapter.name))
         baseline = make_baseline(adapter, inputs, self.params["baseline"])
-        with input_gradients_only(adapter.module), extra_rescale_rules(adapter.module), warnings.catch_warnings():
+        with (
+            input_gradients_only(adapter.module),
+            extra_rescale_rules(adapter.module),
+            UnhookedNonlinearities(adapter.module) as unhooked,
+            warnings.catch_warnings(),
+        ):
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
             deeplift = DeepLift(adapter.module)
-            return deeplift.attribute(
+            attributions = deeplift.attribute(
                 gradient_leaf(inputs), baselines=baseline.expand_as(inputs), target=targets, additional_forward_args=forward_args(extra)
             )
+        self.record(functional_warnings(unhooked.found, adapter.name))
+        return attributions
+
+    def record(self, lines: list[str]) -> None:
+        """Adds the lines not yet in ``self.warnings`` (each is logged once, not once per batch)."""
+        self.warnings.extend(line for line in lines if line not in self.warnings)

@@ -23,7 +23,7 @@ import math
 import torch
 
 from gazebench.metrics.base import Metric
-from gazebench.metrics.ops import check_shapes, flat_maps, map_range, nan_where_invalid, working_dtype
+from gazebench.metrics.ops import check_shapes, flat_maps, map_range, nan_where_invalid, shared_rescaled, working_dtype
 from gazebench.registry import METRICS
 
 OTSU_BINS = 256  # scikit-image's default ``nbins``
@@ -261,7 +261,9 @@ class OtsuIoU(Metric):
 
     Steps: min-max the map to [0, 1]; threshold it with Otsu (``otsu_masks``: 256 bins,
     foreground = strictly above the threshold); IoU = |Otsu mask AND mask| / |Otsu mask OR mask|.
-    NaN when the mask is empty, or the map is constant (all-zero included) or non-finite.
+    NaN when the mask is empty, or the map is constant (all-zero included) or non-finite.  A
+    float64 map far from 1 is first rescaled by an exact power of two (``ops.shared_rescaled``):
+    max - min then cannot overflow, and min-maxing leaves the value unchanged.
     """
 
     name = "iou"
@@ -271,6 +273,8 @@ class OtsuIoU(Metric):
 
     def compute(self, maps, targets):
         inside, _ = _mask_rows(maps, targets.mask)
+        if maps.dtype == torch.float64:  # max - min can overflow: maps far from 1 are rescaled (exactly) first
+            maps = shared_rescaled(targets, flat_maps(maps, torch.float64)).view(maps.shape)
         rows = max(1, CHUNK_PIXELS // inside.shape[1])
         return torch.cat([self._iou(maps[start : start + rows], inside[start : start + rows]) for start in range(0, maps.shape[0], rows)])
 

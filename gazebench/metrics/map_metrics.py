@@ -5,7 +5,10 @@ maps, gaze densities and fixation-count maps ``[B, H, W]`` and returns ``[B]`` v
 dtype of ``maps``; the arithmetic runs in float64 on the inputs' device (float32 on Apple
 ``mps``, which has no float64).  A sample whose value is undefined -- non-finite pixels, a
 constant or all-zero map, an all-zero density, no fixations -- gets NaN; other samples of the
-batch are unaffected.  SSIM, under the same conventions, is in ``ssim``.
+batch are unaffected.  All five are scale-invariant, over the whole float range: a map or
+density whose largest |value| is far from 1 (beyond 2^+-256 in float64) is first multiplied by an
+exact power of two (``ops.shared_rescaled``), so that no square or sum overflows or underflows.
+SSIM, under the same conventions, is in ``ssim``.
 
 On CPU tensors SIM runs through a fused per-image kernel (``cpu_kernels``, compiled with numba),
 which the tests hold to the torch code below; the torch code runs on every other device.  The
@@ -41,6 +44,7 @@ from gazebench.metrics.ops import (
     shared_centred,
     shared_mean_and_norm,
     shared_range,
+    shared_rescaled,
     shared_shifted,
     shared_shifted_total,
     shared_sum,
@@ -69,7 +73,7 @@ class NSS(Metric):
     def compute(self, maps, targets):
         check_shapes(maps, targets.fixations)
         dtype = working_dtype(maps.device)
-        saliency = flat_maps(maps, dtype)
+        saliency = shared_rescaled(targets, flat_maps(maps, dtype))
         rows, pixels, counts = fixation_entries(targets.fixations, dtype, targets)
         moments = shared_mean_and_norm(targets, saliency)
         if moments is not None:
@@ -103,7 +107,7 @@ class CC(Metric):
         density = targets.density
         check_shapes(maps, density)
         dtype = working_dtype(maps.device)
-        saliency, gaze = flat_maps(maps, dtype), flat_maps(density, dtype)
+        saliency, gaze = (shared_rescaled(targets, flat_maps(image, dtype)) for image in (maps, density))
         saliency_moments, gaze_moments = shared_mean_and_norm(targets, saliency), shared_mean_and_norm(targets, gaze)
         if saliency_moments is not None and gaze_moments is not None:
             (saliency_mean, saliency_norm), (gaze_mean, gaze_norm) = saliency_moments, gaze_moments
@@ -144,7 +148,7 @@ class KL(Metric):
         check_shapes(maps, density)
         dtype = working_dtype(maps.device)
         eps = self.settings["eps"]
-        saliency, gaze = flat_maps(maps, dtype), flat_maps(density, dtype)
+        saliency, gaze = (shared_rescaled(targets, flat_maps(image, dtype)) for image in (maps, density))
         saliency_sum, gaze_sum = shared_sum(targets, saliency), shared_sum(targets, gaze)
         if is_one_map(saliency) and saliency.dtype == torch.float64 and eps * (1 + saliency.shape[1] * eps) <= SPLIT_KL_BOUND:
             # sum G log G - sum G log(S + eps), with log(S + eps) = log(s + eps * s_sum) - log(s_sum)
@@ -194,7 +198,7 @@ class SIM(Metric):
         density = targets.density
         check_shapes(maps, density)
         dtype = working_dtype(maps.device)
-        saliency, gaze = flat_maps(maps, dtype), flat_maps(density, dtype)
+        saliency, gaze = (shared_rescaled(targets, flat_maps(image, dtype)) for image in (maps, density))
         (saliency_low, saliency_high), (gaze_low, gaze_high) = shared_range(targets, saliency), shared_range(targets, gaze)
         valid = finite_non_constant(saliency_low, saliency_high) & finite_non_constant(gaze_low, gaze_high)
         saliency_total, gaze_total = shared_shifted_total(targets, saliency), shared_shifted_total(targets, gaze)
@@ -234,8 +238,8 @@ class InfoGain(Metric):
     def compute(self, maps, targets):
         check_shapes(maps, targets.fixations)
         dtype = working_dtype(maps.device)
-        saliency = flat_maps(maps, dtype)
-        baseline = flat_maps(centre_bias_like(maps, targets.centre_bias), dtype)
+        saliency = shared_rescaled(targets, flat_maps(maps, dtype))
+        baseline = shared_rescaled(targets, flat_maps(centre_bias_like(maps, targets.centre_bias), dtype))
         rows, pixels, counts = fixation_entries(targets.fixations, dtype, targets)
         eps = self.settings["eps"]
         gain = _normalised_at(targets, saliency, rows, pixels).add_(eps).log2_()

@@ -3,7 +3,8 @@
 The metric modules (``map_metrics``, ``ssim``, ``auc``, ``localisation``, ``centre_bias``,
 ``regions``), ``scoring`` and ``cpu_kernels`` take their common pieces from here: the working
 dtype (float64 on the inputs' device, float32 on Apple ``mps``, which has no float64),
-``[B, H, W]`` maps as ``[B, H*W]`` rows (``flat_maps``), the shape check, per-map ranges and the
+``[B, H, W]`` maps as ``[B, H*W]`` rows (``flat_maps``), maps of extreme scale brought near 1 by
+an exact power of two (``shared_rescaled``), the shape check, per-map ranges and the
 finite / non-constant test, NaN for the samples whose value is undefined (``nan_where_invalid``),
 and ``average_ranks``.
 
@@ -90,6 +91,33 @@ def map_range(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def shared_range(targets: GazeTargets, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``map_range``, memoised for the chunk."""
     return memoised(targets, "range", flat, lambda: map_range(flat))
+
+
+def shared_rescaled(targets: GazeTargets | None, flat: torch.Tensor) -> torch.Tensor:
+    """The rows of [B, P], each whose largest |value| lies outside [2^-E, 2^E] multiplied by the power
+    of two that brings it into [0.5, 1); ``flat`` itself when every row lies inside (the usual case).
+
+    E is a quarter of the dtype's exponent range (256 in float64, 32 in float32), so that the
+    squares and sums of the scale-invariant metrics (NSS, CC, KL, SIM, information gain) neither
+    overflow nor underflow, whatever the maps' scale: a map times 1e-200 scores as the map.
+    Multiplying by a power of two is exact, but for pixels that become subnormal (below
+    2^-1022 of a map's largest value), too small to move those metrics.  The factor is applied
+    in two halves (2^-e alone can overflow for a subnormal map).  Non-finite and all-zero rows are
+    left as they are (their values are NaN anyway).  Memoised for the chunk.
+    """
+
+    def rescaled():
+        low, high = shared_range(targets, flat)
+        magnitude = torch.maximum(low.abs(), high.abs())
+        exponent = torch.frexp(magnitude).exponent
+        outside = torch.isfinite(magnitude) & (magnitude > 0) & (exponent.abs() > math.frexp(torch.finfo(flat.dtype).max)[1] // 4)
+        if not bool(outside.any()):
+            return flat
+        shift = torch.where(outside, -exponent, 0)
+        halves = [torch.ldexp(torch.ones_like(magnitude), part)[:, None] for part in (shift // 2, shift - shift // 2)]
+        return per_map(flat, lambda rows: rows * halves[0][: len(rows)] * halves[1][: len(rows)])
+
+    return memoised(targets, "rescaled", flat, rescaled)
 
 
 def finite_non_constant(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

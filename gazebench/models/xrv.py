@@ -99,8 +99,28 @@ def resolve_xrv_weights(weights: str, weights_path: str | os.PathLike | None) ->
     return candidate
 
 
+# what a torchxrayvision weights file may reference besides torch's own weights-only allowlist:
+# module classes, rebuilt without calling anything else (its loader unpickles the whole file)
+XRV_SAFE_PREFIXES = ("torch.nn.modules.", "torchxrayvision.models.", "torchxrayvision.baseline_models.", "torchvision.models.", "collections.OrderedDict", "builtins.set")
+
+
+def check_xrv_file(path: Path, weights: str) -> None:
+    """Refuse, before torchxrayvision unpickles it (``torch.load(weights_only=False)``), a file that
+    references anything but module classes: such a file could run code when loaded."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as error:  # noqa: BLE001 - whatever the file is, it cannot be checked
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot check torchxrayvision weights {path} for xrv:{weights} ({first}); it is not a torch.save file gazebench can inspect safely: fetch the file again") from None
+    foreign = sorted(name for name in unsafe if not name.startswith(XRV_SAFE_PREFIXES))
+    if foreign:
+        raise UserError(f"refusing torchxrayvision weights {path} for xrv:{weights}: loading it would call {', '.join(foreign[:3])}, which is no model class (the file may run code); fetch the file again from torchxrayvision's release")
+
+
 def load_xrv_network(weights: str, path: Path) -> nn.Module:
-    """torchxrayvision's own loader on a local file (a symlink under the expected name when it differs)."""
+    """torchxrayvision's own loader on a local file (a symlink under the expected name when it differs),
+    after ``check_xrv_file``: the loader unpickles the file, so what it references is checked first."""
+    check_xrv_file(path, weights)
     filename, _ = xrv_weights_file(weights)
     models = xrv_models()
     with tempfile.TemporaryDirectory() as folder:

@@ -8,16 +8,21 @@ import numpy as np
 import pandas as pd
 
 from gazebench.atomic import write_atomic
+from gazebench.errors import UserError
+from gazebench.outputs import describe
 from gazebench.registry import METRICS
 
 
 def write_scores(table: pd.DataFrame, out: Path) -> None:
-    """The scores as CSV (``index`` then one column per metric), written atomically."""
-    write_atomic(Path(out), table.to_csv(index=False))
+    """The scores as CSV (``index`` then one column per metric), written atomically; a failed write (permission, no space) is one UserError line."""
+    try:
+        write_atomic(Path(out), table.to_csv(index=False))
+    except OSError as error:
+        raise UserError(f"--out {out} could not be written ({describe(error)}); no scores were written: choose another --out or free some space") from None
 
 
-def summary_markdown(table: pd.DataFrame) -> str:
-    """metric, direction, mean over defined values, n defined, n NaN -- one line per metric."""
+def summary_markdown(table: pd.DataFrame, left_out: dict[str, str] | None = None) -> str:
+    """metric, direction, mean over defined values, n defined, n NaN -- one line per metric; then the metrics left out and why."""
     lines = ["| metric | better | mean | n | NaN |", "|---|---|---|---|---|"]
     for name in table.columns.drop("index"):
         column = table[name]
@@ -25,4 +30,5 @@ def summary_markdown(table: pd.DataFrame) -> str:
         mean = f"{finite.mean():.4f}" if len(finite) else "n/a"
         better = "higher" if METRICS.get(name).higher_is_better else "lower"
         lines.append(f"| {name} | {better} | {mean} | {len(finite)} | {len(column) - len(finite)} |")
+    lines += [f"left out: {name} ({reason})" for name, reason in (left_out or {}).items()]
     return "\n".join(lines) + "\n"

@@ -1,10 +1,20 @@
-"""The leaderboard for people: Markdown (printed at the end of a run) and LaTeX (booktabs)."""
+"""The leaderboard for people: Markdown (printed at the end of a run) and LaTeX (booktabs, one table per block).
+
+Both leave out the constant floor's cells that are undefined by construction
+(``aggregate.leaderboard.structurally_undefined``) and say so in a note; the CSV keeps every cell.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
-from gazebench.aggregate.leaderboard import FLOOR_TO_BEAT
+from gazebench.aggregate.leaderboard import (
+    CONSTANT_FLOOR,
+    FLOOR_TO_BEAT,
+    structurally_undefined,
+)
 from gazebench.aggregate.statistics import higher_is_better
 from gazebench.protocol import REFERENCE_MAPS
 
@@ -17,8 +27,9 @@ MARK_NOTE = (
 )
 
 
-def format_markdown(leaderboard: pd.DataFrame) -> str:
-    """A markdown table: metric with its direction arrow, mean and CI to 4 decimals, n, marks; notes below."""
+def format_markdown(leaderboard: pd.DataFrame, notes: Sequence[str] = ()) -> str:
+    """A markdown table: metric with its direction arrow, mean and CI to 4 decimals, n, marks; ``notes`` and the marks' notes below."""
+    leaderboard, hidden = _shown(leaderboard)
     ci = leaderboard.attrs.get("ci")
     ci_header = f"{ci:.0%} CI" if ci is not None else "CI"
     columns = _present(leaderboard, ["model", "metric", "gaze", "method"]) + ["mean", ci_header, "n"]
@@ -32,7 +43,20 @@ def format_markdown(leaderboard: pd.DataFrame) -> str:
                  ci_header: f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}]", "n": str(row["n"])}
         line = [cells[column] for column in columns] + [_bold_best(row[mark]) for mark in marks]
         lines.append("| " + " | ".join(line) + " |")
-    return "\n".join(lines) + "\n" + _notes(leaderboard, marks)
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in [*notes, *_notes(leaderboard, marks), *hidden])
+
+
+def _shown(leaderboard: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The cells a table shows, and the note that says which constant-floor cells it leaves out (none: no note)."""
+    undefined = structurally_undefined(leaderboard)
+    if not undefined.any():
+        return leaderboard, []
+    shown = leaderboard[~undefined]  # keeps attrs (ci, n_boot)
+    defined = sorted(set(shown.loc[shown["method"] == CONSTANT_FLOOR, "metric"]))
+    where = f"shown for {', '.join(defined)} only" if defined else "shown for no metric here"
+    block_keys = _present(leaderboard, ["metric", "gaze"])
+    left_out, blocks = (len(frame[block_keys].drop_duplicates()) for frame in (leaderboard[undefined], leaderboard))
+    return shown, [f"{CONSTANT_FLOOR} (floor): a constant map, undefined for metrics that need a map with some variation; {where} (left out of {left_out} of {blocks} blocks, where it has no value)."]
 
 
 def _present(board: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -48,7 +72,7 @@ def _bold_best(mark: str) -> str:
     return "**best**" if mark == "best" else str(mark)
 
 
-def _notes(leaderboard: pd.DataFrame, marks: list[str]) -> str:
+def _notes(leaderboard: pd.DataFrame, marks: list[str]) -> list[str]:
     notes = []
     if "vs_best" in marks:
         n_boot = leaderboard.attrs.get("n_boot", "?")
@@ -62,7 +86,7 @@ def _notes(leaderboard: pd.DataFrame, marks: list[str]) -> str:
         notes.append("_italic_ (floor): a reference map that ignores the image (centre bias, uniform); _italic_ (ceiling): other radiologists' gaze against one radiologist's (inter-observer agreement).")
     if "gaze" in leaderboard.columns:
         notes.append("gaze: merged = scored against the merged gaze of all readers; single reader = against each radiologist's own gaze (images read by several).")
-    return "".join(f"\n{note}\n" for note in notes)
+    return notes
 
 
 def _number(value: float) -> str:
@@ -72,34 +96,42 @@ def _number(value: float) -> str:
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
 
 
-def format_latex(leaderboard: pd.DataFrame) -> str:
-    """A booktabs tabular (needs ``\\usepackage{booktabs}``): best means in bold, references in italics, a rule per metric block."""
+def format_latex(leaderboard: pd.DataFrame, notes: Sequence[str] = ()) -> str:
+    """One booktabs ``table`` per block (metric, gaze), so each fits a page; needs ``\\usepackage{booktabs}``.
+
+    The caption names the metric, its direction and the gaze; best means in bold, references in
+    italics; ``notes`` and what the marks mean go in comments above the tables.
+    """
+    leaderboard, hidden = _shown(leaderboard)
     ci = leaderboard.attrs.get("ci")
-    columns = _present(leaderboard, ["model", "metric", "gaze", "method"])
+    columns = _present(leaderboard, ["model", "method"])
     marks = _present(leaderboard, ["vs_best", "vs_best_model", f"vs_{FLOOR_TO_BEAT}"])
-    header = [column.capitalize() for column in columns] + ["Mean", _latex(f"{ci:.0%} CI" if ci is not None else "CI"), "$n$"] + [_latex(mark.replace("_", " ")) for mark in marks]
-    lines = [
-        "% gazebench leaderboard; " + _latex_comment(leaderboard, marks),
-        r"\begin{tabular}{" + "l" * len(columns) + "rcr" + "l" * len(marks) + "}",
-        r"\toprule",
-        " & ".join(header) + r" \\",
-        r"\midrule",
-    ]
-    previous_block = None
-    for row in leaderboard.to_dict("records"):
-        block = (row["metric"], row.get("gaze"))
-        if previous_block is not None and block != previous_block:
-            lines.append(r"\midrule")
-        previous_block = block
-        arrow = r"$\uparrow$" if higher_is_better(row["metric"]) else r"$\downarrow$"
-        names = {"model": _latex(str(row.get("model"))), "metric": f"{_latex(row['metric'])} {arrow}", "gaze": _latex(str(row.get("gaze"))),
-                 "method": _method_label({**row, "method": _latex(row["method"])}, r"\textit{{{}}} ({})")}
-        mean = _number(row["mean"])
-        mean = rf"\textbf{{{mean}}}" if row.get("vs_best") == "best" else mean
-        cells = [names[column] for column in columns] + [mean, f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}]", str(row["n"])]
-        lines.append(" & ".join(cells + [_latex(str(row[mark])) for mark in marks]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    ci_label = _latex(f"{ci:.0%} CI" if ci is not None else "CI")
+    header = [column.capitalize() for column in columns] + ["Mean", ci_label, "$n$"] + [_latex(mark.replace("_", " ")) for mark in marks]
+    lines = [f"% {line}" for line in ["gazebench leaderboard, one table per block; needs \\usepackage{booktabs}", _latex_comment(leaderboard, marks), *notes, *hidden]]
+    for _, block in leaderboard.groupby(_present(leaderboard, ["metric", "gaze"]), sort=False):
+        metric, gaze = block["metric"].iloc[0], block["gaze"].iloc[0] if "gaze" in block.columns else None
+        lines += ["", r"\begin{table}[htbp]", r"\centering", _caption(metric, gaze, ci_label, marks), rf"\label{{tab:leaderboard-{_label(metric)}{'-' + _label(gaze) if gaze else ''}}}",
+                  r"\begin{tabular}{" + "l" * len(columns) + "rcr" + "l" * len(marks) + "}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+        for row in block.to_dict("records"):
+            names = {"model": _latex(str(row.get("model"))), "method": _method_label({**row, "method": _latex(row["method"])}, r"\textit{{{}}} ({})")}
+            mean = _number(row["mean"])
+            mean = rf"\textbf{{{mean}}}" if row.get("vs_best") == "best" else mean
+            cells = [names[column] for column in columns] + [mean, f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}]", str(row["n"])]
+            lines.append(" & ".join(cells + [_latex(str(row[mark])) for mark in marks]) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _caption(metric: str, gaze: str | None, ci_label: str, marks: list[str]) -> str:
+    direction = r"$\uparrow$ higher is better" if higher_is_better(metric) else r"$\downarrow$ lower is better"
+    scope = f", {_latex(gaze)} gaze" if gaze else ""
+    bold = "; bold: the best method" if "vs_best" in marks else ""
+    return rf"\caption{{{_latex(metric)} ({direction}){scope}: mean and {ci_label} (patient bootstrap){bold}.}}"
+
+
+def _label(text: str) -> str:
+    return "".join(character if character.isalnum() else "-" for character in str(text))
 
 
 def _latex(text: str) -> str:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from gazebench.aggregate.breakdown import breakdown
 from gazebench.aggregate.leaderboard import rank
+from gazebench.aggregate.notes import attention_lines
 from gazebench.aggregate.regions import KEY_COLUMNS as REGION_KEYS
 from gazebench.aggregate.regions import analyse_regions
 from gazebench.aggregate.runs import run_region_shares, run_rows, run_seed
@@ -55,5 +56,19 @@ def write_leaderboard(run_dir: Path, seed: int) -> pd.DataFrame:
     write_atomic(run_dir / "breakdown.md", format_breakdown_markdown(by_class))
     write_atomic(run_dir / "leaderboard.tex", format_latex(leaderboard))
     write_atomic(run_dir / "leaderboard.csv", leaderboard.to_csv(index=False))
-    write_atomic(run_dir / "leaderboard.md", format_markdown(leaderboard))
+    write_atomic(run_dir / "leaderboard.md", format_markdown(leaderboard) + notes_markdown(run_dir))
     return leaderboard
+
+
+def notes_markdown(run_dir: Path) -> str:
+    """The run's warnings and skips (from run.log) as a Markdown list under the leaderboard, or nothing."""
+    lines = attention_lines(run_dir)
+    return "\n\n**Warnings and skips** (run.log):\n\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
+
+
+def run_summary(run_dir: str | Path) -> str:
+    """What the command line prints after the leaderboard: the warnings and skips, then where the files are."""
+    run_dir = Path(run_dir)
+    lines = attention_lines(run_dir)
+    notes = "\n".join(["", f"{len(lines)} warning/skip line(s) in run.log:", *lines]) if lines else ""
+    return f"{notes}\n\nrun directory: {run_dir} (leaderboard.csv, leaderboard.md, scores/, run.log)"

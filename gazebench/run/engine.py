@@ -10,11 +10,11 @@ store alone.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -22,6 +22,7 @@ import gazebench
 from gazebench.bootstrap import BOOTSTRAP, COMPARISONS
 from gazebench.data.data_use import write_data_use_notice
 from gazebench.data.datasets import open_dataset
+from gazebench.data.loading import UNREADABLE_REASON, load_items
 from gazebench.data.sample import collate
 from gazebench.data.splits import write_splits
 from gazebench.device import resolve_device
@@ -43,7 +44,10 @@ from gazebench.run.priors import GazePriors, compute_priors
 from gazebench.run.references import reference_maps
 from gazebench.run.request import LoadedModel, RunRequest
 from gazebench.run.rows import RowContext, region_share_rows, score_rows
+from gazebench.run.runlog import write_run_log
 from gazebench.run.store import GAZE_METHOD, RunStore
+
+NO_TARGET = "image(s) with no positive label to explain (no row)"
 
 
 @dataclass
@@ -73,7 +77,8 @@ def open_run_dataset(request: RunRequest):
     """The split to score; an empty one is an error rather than an empty leaderboard."""
     dataset = open_dataset_split(request, request.split)
     if len(dataset) == 0:
-        raise UserError(f"split {request.split!r} of {request.data} has no image with gaze to score; try --split all")
+        hint = "check the copy with `gazebench data check`" if request.split == "all" else "try --split all"
+        raise UserError(f"split {request.split!r} of {request.data} has no image with gaze to score; {hint}")
     return dataset
 
 
@@ -110,10 +115,19 @@ def prepare_run(request: RunRequest, dataset, model: LoadedModel) -> PreparedRun
 def available_targets(dataset) -> set[str]:
     """What the data can feed metrics (GazeTargets fields): masks only when the data have them."""
     available = {"density", "fixations", "centre_bias", "negatives"}
-    first = dataset[0]
-    if first.evidence is not None or first.lesions:
+    first = first_readable(dataset)
+    if first is not None and (first.evidence is not None or first.lesions):
         available.add("mask")
     return available
+
+
+def first_readable(dataset):
+    """The first item whose image can be decoded (unreadable ones are the loop's to count), or None."""
+    for start in range(0, len(dataset), 8):
+        samples, _ = load_items(dataset, list(range(start, min(start + 8, len(dataset)))), strict=False)
+        if samples:
+            return samples[0]
+    return None
 
 
 def usable_metrics(request: RunRequest, available: set[str]) -> tuple[dict[str, Metric], dict[str, str]]:
@@ -174,58 +188,96 @@ def reference_config(run: PreparedRun, priors: GazePriors) -> dict:
 
 
 def execute_run(run: PreparedRun) -> RunStore:
-    """Fill the run directory: config, priors, splits, score and region-share shards, run.log."""
+    """Fill the run directory: config, priors, splits, notes, score and region-share shards, run.log.
+
+    A (batch, method) shard is computed when it is missing, or extended when it lacks metrics the
+    request asks for; an image that cannot be decoded is skipped and noted (``strict`` stops).
+    """
     request = run.request
     store = RunStore(request.out)
     indices = np.arange(len(run.dataset))[: request.limit]
     priors = GazePriors.load(request.out) if (request.out / "config.yaml").is_file() else None
     if priors is None:
-        priors = compute_priors(lambda: open_dataset_split(request, "train"), run.dataset, indices, request.grid)
+        priors = compute_priors(lambda: open_dataset_split(request, "train"), run.dataset, indices, request.grid, strict=request.strict)
     store.open(run_config(run, priors))
     priors.save(request.out)
     write_splits(run.dataset.table, request.out / "splits.csv")
     if run.dataset.manifest.credentialed:
         write_data_use_notice(request.out, run.dataset.manifest)
-    log_inputs(run, priors, store)
+    skipped = {reason: int(count) for reason, count in run.dataset.skips.items() if count}
+    if priors.unreadable_train:
+        skipped[f"{UNREADABLE_REASON} in the train split, left out of the centre bias"] = int(priors.unreadable_train)
+    store.write_note(None, {"skipped": skipped})
     batches = [indices[start : start + request.batch_size] for start in range(0, len(indices), request.batch_size)]
-    counts: Counter[tuple[str, str]] = Counter()
-    no_target = 0
-    warned: set[str] = set()
     names = [*run.methods, *REFERENCE_MAPS]
     progress = tqdm(total=len(batches) * len(run.methods), desc="attributions + scores", unit="batch")
     for batch_index, batch_indices in enumerate(batches):
-        todo = [name for name in names if not store.has(batch_index, name)]
+        todo = {}
+        for name in names:
+            lacking = [metric for metric in run.metrics if metric not in store.shard_metrics(batch_index, name)]
+            if lacking:
+                todo[name] = lacking
         progress.update(len(run.methods) - len([name for name in todo if name in run.methods]))
-        if not todo:
-            continue
-        batch = collate([run.dataset[int(i)] for i in batch_indices]).to(run.device)
-        pairs = explanation_pairs(run.adapter, batch, request.target, run.dataset.multi_label)
-        no_target += len(batch) - len(set(pairs.rows))
-        groups = gaze_groups(pairs, merged_targets(run, pairs, priors)) if pairs.rows else []
-        with_regions = bool(groups) and bool(pairs.batch.regions)
-        if with_regions and not store.region_shard_path(batch_index, GAZE_METHOD).is_file():
-            store.write_region_shard(batch_index, GAZE_METHOD, region_share_rows(run.context, pairs, groups[0], GAZE_METHOD, groups[0].batch.gaze))
-        for name in todo:
-            if name in run.methods:
-                maps = compute_maps(run, name, pairs, groups, store, warned)
-                params = run.methods[name].params
-                if with_regions:
-                    store.write_region_shard(batch_index, name, region_share_rows(run.context, pairs, groups[0], name, maps[0]))
-            else:
-                maps = reference_maps(name, priors.centre_bias, pairs, groups)
-                params = {"reference": REFERENCE_MAPS[name]}
-            rows = score_rows(run.context, pairs, groups, name, params, maps, run.metrics)
-            if name != "uniform":  # a constant map by construction: its NaNs are not degenerate inputs
-                for metric_name, group in rows[rows.value.isna()].groupby("metric"):
-                    counts[(name, metric_name)] += len(group)
-            store.write_shard(batch_index, name, rows)
-            progress.update(name in run.methods)
+        if todo:
+            run_batch(run, store, priors, batch_index, batch_indices, todo, progress)
     progress.close()
-    if no_target:
-        store.log(f"skipped: {no_target} image(s) with no positive label to explain (no row)")
-    for (method, metric), count in sorted(counts.items()):
-        store.log(f"warning: {count} NaN value(s) for {method}/{metric} (degenerate map, image without gaze or fixations, or empty mask); excluded from the leaderboard")
+    write_run_log(store, setting_lines(run, priors))
     return store
+
+
+def run_batch(run: PreparedRun, store: RunStore, priors: GazePriors, batch_index: int, batch_indices, todo: dict[str, list[str]], progress) -> None:
+    """Compute and store the shards of one batch that ``todo`` names (method -> the metrics it lacks)."""
+    request = run.request
+    samples, unreadable = load_items(run.dataset, [int(i) for i in batch_indices], strict=request.strict)
+    note = {"skipped": {}, "unreadable": [{"image_id": item.image_id, "reason": item.reason} for item in unreadable]}
+    if unreadable:
+        note["skipped"][UNREADABLE_REASON] = len(unreadable)
+    if not samples:
+        store.write_note(batch_index, note)
+        progress.update(len([name for name in todo if name in run.methods]))
+        return
+    batch = collate(samples).to(run.device)
+    pairs = explanation_pairs(run.adapter, batch, request.target, run.dataset.multi_label)
+    if no_target := len(batch) - len(set(pairs.rows)):
+        note["skipped"][NO_TARGET] = no_target
+    store.write_note(batch_index, note)
+    groups = gaze_groups(pairs, merged_targets(run, pairs, priors)) if pairs.rows else []
+    with_regions = bool(groups) and bool(pairs.batch.regions)
+    if with_regions and not store.region_shard_path(batch_index, GAZE_METHOD).is_file():
+        store.write_region_shard(batch_index, GAZE_METHOD, region_share_rows(run.context, pairs, groups[0], GAZE_METHOD, groups[0].batch.gaze))
+    for name, lacking in todo.items():
+        metrics = {metric: run.metrics[metric] for metric in lacking}
+        if name in run.methods:
+            maps = compute_maps(run, name, pairs, groups)
+            if run.methods[name].warnings:
+                store.write_note(batch_index, {"warnings": [warning_line(name, message) for message in run.methods[name].warnings]}, method=name)
+            params = run.methods[name].params
+            if with_regions and not store.region_shard_path(batch_index, name).is_file():
+                store.write_region_shard(batch_index, name, region_share_rows(run.context, pairs, groups[0], name, maps[0]))
+        else:
+            maps = reference_maps(name, priors.centre_bias, pairs, groups)
+            params = {"reference": REFERENCE_MAPS[name]}
+        rows = score_rows(run.context, pairs, groups, name, params, maps, metrics)
+        if store.has(batch_index, name):  # a finished shard grows by the metrics it lacked
+            rows = pd.concat([store.read_shard(batch_index, name), rows], ignore_index=True)
+        store.write_shard(batch_index, name, rows, store.shard_metrics(batch_index, name) | set(metrics))
+        progress.update(name in run.methods)
+
+
+def warning_line(method: str, message: str) -> str:
+    """run.log's line for a method's warning, named once (messages often start with the method's name)."""
+    return f"warning: {message}" if message.startswith(f"{method} ") else f"warning: {method}: {message}"
+
+
+def setting_lines(run: PreparedRun, priors: GazePriors) -> list[str]:
+    """run.log's description of the set-up: where items come from, metrics left out, the centre bias."""
+    lines = []
+    cache = getattr(run.dataset, "cache", None)
+    if cache is not None:
+        lines.append(f"items read from the prepared cache {cache.folder} when present")
+    lines += [f"metric {name} left out: it {reason}" for name, reason in run.left_out_metrics.items()]
+    lines.append(f"centre bias: {priors.centre_bias_source}")
+    return lines
 
 
 def merged_targets(run: PreparedRun, pairs: ExplanationPairs, priors: GazePriors) -> GazeTargets:
@@ -235,20 +287,7 @@ def merged_targets(run: PreparedRun, pairs: ExplanationPairs, priors: GazePriors
     return GazeTargets.from_batch(batch, centre_bias=priors.centre_bias.to(batch.gaze.device), negatives=priors.negatives(batch.fixation_maps), mask=masks)
 
 
-def log_inputs(run: PreparedRun, priors: GazePriors, store: RunStore) -> None:
-    """run.log: what the data left out, where items come from, and which metrics could not run."""
-    for reason, count in run.dataset.skips.items():
-        if count:
-            store.log(f"skipped: {count} {reason}")
-    cache = getattr(run.dataset, "cache", None)
-    if cache is not None:
-        store.log(f"items read from the prepared cache {cache.folder} when present")
-    for name, reason in run.left_out_metrics.items():
-        store.log(f"metric {name} left out: it {reason}")
-    store.log(f"centre bias: {priors.centre_bias_source}")
-
-
-def compute_maps(run: PreparedRun, name: str, pairs: ExplanationPairs, groups: list[GazeGroup], store: RunStore, warned: set[str]) -> list[torch.Tensor]:
+def compute_maps(run: PreparedRun, name: str, pairs: ExplanationPairs, groups: list[GazeGroup]) -> list[torch.Tensor]:
     """One method's maps for every group (the per-reader group reuses the pairs' maps)."""
     if not pairs.rows:
         return []
@@ -256,8 +295,4 @@ def compute_maps(run: PreparedRun, name: str, pairs: ExplanationPairs, groups: l
     seeds = [image_seed(run.request.seed, image_id) for image_id in pairs.batch.image_ids]
     extra = run.adapter.inputs_from(pairs.batch)
     maps = method(run.adapter, pairs.batch.images, pairs.targets, seeds, run.request.grid, extra)
-    for message in method.warnings:
-        if message not in warned:
-            warned.add(message)
-            store.log(f"warning: {name}: {message}")
     return [maps[torch.as_tensor(group.positions, device=maps.device)] for group in groups]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from gazebench.models.base import ModelAdapter
 from gazebench.paths import safe_name
@@ -44,6 +44,7 @@ class RunRequest:
     labels: str | None = None  # the reader's label set (None: its default)
     label_map: object = None  # YAML path, mapping or LabelMap from the dataset's classes to the model's outputs (None: the default map)
     all_metrics: bool = False  # the user asked for "all": metrics the data cannot feed are left out, not refused
+    strict: bool = False  # stop at the first unreadable image instead of skipping and counting it
 
     @classmethod
     def create(cls, model: str, methods: str | Sequence[str] = "all", metrics: str | Sequence[str] = "all", out: str | os.PathLike | None = None, **options) -> RunRequest:

@@ -3,20 +3,27 @@
 The run loop ends here: it writes what it computed, and ``gazebench.aggregate`` reads it back.
 Each (batch, method) pair is one shard, written to a temporary file and renamed, so a shard
 on disk is always complete; running again with the same directory keeps finished shards and
-computes the missing ones.  A directory holding a run with a different configuration is
-refused rather than mixed.
+computes what is missing: shards not written yet, and metrics a shard does not hold yet (a run
+grows when methods or metrics are added).  A directory holding a run with other settings is
+refused rather than mixed.  What a batch could not score (unreadable images, images without a
+class to explain) and what a method warned about are kept as small JSON notes beside the shards,
+so that ``run.log`` describes the directory as a whole, whatever the history of invocations.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from gazebench.atomic import write_atomic
 from gazebench.errors import UserError
+from gazebench.outputs import LOCK_NAME
 
 # one row per (image, target, method, metric): the columns of every score shard, in order
 ROW_SCHEMA = (
@@ -25,9 +32,11 @@ ROW_SCHEMA = (
 )
 # the key columns of every region-share shard (one row per map), then one float column per region
 REGION_KEYS = ("image_id", "patient_id", "target", "correct", "model", "method")
+SHARD_METRICS = b"gazebench_metrics"  # Parquet metadata key: the metrics a score shard was scored with
 GAZE_METHOD = "gaze"  # the ``method`` of the region-share rows that hold the gaze density's shares
-# config keys that may differ when resuming: which methods run, and where
-RESUMABLE_DIFFERENCES = ("methods", "device", "out")
+# config keys that may differ when resuming: where it runs; methods and metrics may be added
+RESUMABLE_DIFFERENCES = ("device", "out")
+GROWABLE = ("methods", "metrics")  # name -> settings; a new name is added, a changed setting refused
 
 
 class RunStore:
@@ -36,19 +45,35 @@ class RunStore:
         self.scores = self.out / "scores"
         self.regions = self.out / "regions"  # region shares per (batch, method), for the region analysis
 
-    def open(self, config: dict) -> None:
-        """Create the run directory, or check that an existing one holds the same run."""
+    def open(self, config: dict) -> dict:
+        """Create the run directory, or check that an existing one holds the same run; returns the stored config.
+
+        Methods and metrics may be added to an existing run (the stored config lists the union);
+        any other difference, or a method or metric whose settings changed, is refused.
+        """
         config_path = self.out / "config.yaml"
         if config_path.is_file():
             previous = yaml.safe_load(config_path.read_text())
-            differing = sorted(k for k in set(config) | set(previous) if k not in RESUMABLE_DIFFERENCES and config.get(k) != previous.get(k))
+            fixed = [k for k in set(config) | set(previous) if k not in RESUMABLE_DIFFERENCES + GROWABLE]
+            differing = sorted(k for k in fixed if config.get(k) != previous.get(k))
+            for key in GROWABLE:
+                old, new = previous.get(key) or {}, config.get(key) or {}
+                differing += [f"{key[:-1]} {name}" for name in sorted(set(old) & set(new)) if old[name] != new[name]]
             if differing:
-                raise UserError(f"{self.out} holds a run with a different {', '.join(differing)}; choose another --out or delete it")
-            config = {**config, "methods": {**previous.get("methods", {}), **config["methods"]}}
-        elif self.out.exists() and any(self.out.iterdir()):
+                raise UserError(f"{self.out} holds a run with other settings ({', '.join(differing)}); choose another --out, or delete it to start again")
+            config = {**config, **{key: {**(previous.get(key) or {}), **(config.get(key) or {})} for key in GROWABLE}}
+        elif self.out.exists() and any(entry.name != LOCK_NAME for entry in self.out.iterdir()):
             raise UserError(f"{self.out} exists and is not a gazebench run directory; choose another --out")
         self.scores.mkdir(parents=True, exist_ok=True)
+        self.remove_partial_writes()
         write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+        return config
+
+    def remove_partial_writes(self) -> None:
+        """Delete the temporary files a killed run left (``write_atomic``'s ``.NAME.*.tmp``); the caller holds the run's lock."""
+        for folder in (self.out, self.scores, self.regions, self.out / "notes"):
+            for leftover in folder.glob(".*.tmp") if folder.is_dir() else []:
+                leftover.unlink(missing_ok=True)
 
     def shard_path(self, batch_index: int, method: str) -> Path:
         return self.scores / f"batch{batch_index:05d}-{method}.parquet"
@@ -56,8 +81,28 @@ class RunStore:
     def has(self, batch_index: int, method: str) -> bool:
         return self.shard_path(batch_index, method).is_file()
 
-    def write_shard(self, batch_index: int, method: str, rows: pd.DataFrame) -> None:
-        write_atomic(self.shard_path(batch_index, method), rows.to_parquet(index=False))
+    def shard_metrics(self, batch_index: int, method: str) -> set[str]:
+        """The metrics a finished shard was scored with (empty when there is no shard), from its metadata."""
+        path = self.shard_path(batch_index, method)
+        if not path.is_file():
+            return set()
+        metadata = pq.read_schema(path).metadata or {}
+        if SHARD_METRICS in metadata:
+            return set(json.loads(metadata[SHARD_METRICS]))
+        return set(pd.read_parquet(path, columns=["metric"]).metric)  # a shard written before the metadata
+
+    def read_shard(self, batch_index: int, method: str) -> pd.DataFrame:
+        return pd.read_parquet(self.shard_path(batch_index, method))
+
+    def write_shard(self, batch_index: int, method: str, rows: pd.DataFrame, metrics: set[str] | None = None) -> None:
+        """One (batch, method) shard; ``metrics`` (kept in its Parquet metadata; default: those in the rows)
+        says what it was scored with, so that a shard without rows (no image to explain) still counts as done."""
+        metrics = set(rows.metric) if metrics is None else metrics
+        table = pa.Table.from_pandas(rows, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), SHARD_METRICS: json.dumps(sorted(metrics))})
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer)
+        write_atomic(self.shard_path(batch_index, method), buffer.getvalue().to_pybytes())
 
     def read_scores(self) -> pd.DataFrame:
         return _read_shards(self.scores)
@@ -77,10 +122,28 @@ class RunStore:
         path = self.out / "config.yaml"
         return yaml.safe_load(path.read_text()) if path.is_file() else None
 
-    def log(self, message: str) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with open(self.out / "run.log", "a") as stream:
-            stream.write(f"{stamp} {message}\n")
+    # notes: what the data and the methods said, kept so that run.log can be rebuilt from the directory
+    def note_path(self, batch_index: int | None, method: str | None = None) -> Path:
+        name = "data" if batch_index is None else f"batch{batch_index:05d}" + (f"-{method}" if method else "")
+        return self.out / "notes" / f"{name}.json"
+
+    def write_note(self, batch_index: int | None, note: dict, method: str | None = None) -> None:
+        write_atomic(self.note_path(batch_index, method), json.dumps(note, sort_keys=True, indent=1))
+
+    def read_notes(self) -> list[dict]:
+        """Every note of the run, in file-name order (data first, then each batch and its methods)."""
+        return [json.loads(path.read_text()) | {"file": path.stem} for path in sorted((self.out / "notes").glob("*.json"))]
+
+    def skip_counts(self) -> Counter[str]:
+        """Reason -> number of items the run could not score, over the whole directory."""
+        counts: Counter[str] = Counter()
+        for note in self.read_notes():
+            counts.update({reason: int(count) for reason, count in note.get("skipped", {}).items()})
+        return counts
+
+    def write_log(self, lines: list[str]) -> None:
+        """run.log, rewritten whole (never appended): it describes the directory, not one invocation."""
+        write_atomic(self.out / "run.log", "".join(f"{line}\n" for line in lines))
 
 
 def _read_shards(folder: Path) -> pd.DataFrame:

@@ -10,12 +10,9 @@ import pytest
 
 from gazebench.aggregate.comparisons import comparisons
 from gazebench.aggregate.leaderboard import build_leaderboard
-from gazebench.aggregate.runs import combine_runs
 from gazebench.bootstrap import bootstrap_ci
-from gazebench.errors import UserError
 from gazebench.protocol import REFERENCE_MAPS
-from gazebench.report.leaderboard import format_latex, format_markdown
-from gazebench.run.store import ROW_SCHEMA, RunStore
+from gazebench.report.leaderboard import format_markdown
 
 
 def slow_bootstrap_ci(values, groups, n_boot, seed, ci):
@@ -251,57 +248,3 @@ def test_markdown_shows_gaze_references_and_what_the_marks_mean():
     assert "| nss ↑ | merged | _centre_bias_ (floor) |" in text and "| nss ↑ | single reader | _inter_observer_ (ceiling) |" in text
     assert "| nss ↑ | merged | gradcam |" in text and "| **best** | better |" in text
     assert "vs centre bias: the same test against the centre-bias floor" in text and "single reader = against each radiologist" in text
-
-
-def test_latex_is_a_booktabs_table_with_escaped_names():
-    board = build_leaderboard(reader_rows(), n_boot=100)
-    text = format_latex(board)
-    lines = text.splitlines()
-    assert lines[1] == r"\begin{tabular}{lllrcrll}" and lines[2] == r"\toprule" and lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
-    assert lines[3] == r"Metric & Gaze & Method & Mean & 95\% CI & $n$ & vs best & vs centre bias \\"
-    assert sum(line.endswith(r"\\") for line in lines) == 1 + len(board)
-    assert text.count(r"\midrule") == 1 + 3  # after the header, then between the 4 (metric, gaze) blocks
-    best = board[(board.metric == "nss") & (board.gaze == "merged")].iloc[0]
-    assert rf"nss $\uparrow$ & merged & gradcam & \textbf{{{best['mean']:.4f}}} &" in text
-    assert r"\textit{centre\_bias} (floor)" in text and "centre_bias" not in text.replace(r"centre\_bias", "")
-
-
-def write_run(folder, protocol="p1", dataset="synth", split="test", model="densenet", methods=("gradcam",)):
-    """A run directory with one score shard per method in the row schema."""
-    store = RunStore(folder)
-    store.scores.mkdir(parents=True)
-    rng = np.random.default_rng(len(str(folder)))
-    for index, method in enumerate(methods):
-        rows = pd.DataFrame([{"dataset": dataset, "split": split, "image_id": f"i{i}", "patient_id": f"p{i // 2}", "reader": "all", "target": "CHF",
-                                  "label": 1, "pred": "CHF", "prob": 0.9, "correct": True, "model": model, "checkpoint": "abc", "method": method,
-                                  "method_params": "{}", "metric": "nss", "value": rng.normal(), "protocol": protocol} for i in range(8)])
-        store.write_shard(index, method, rows[list(ROW_SCHEMA)])
-    return folder
-
-
-def test_combine_runs_joins_models_scored_on_the_same_images(tmp_path):
-    first = write_run(tmp_path / "a", model="densenet", methods=("gradcam", "saliency"))
-    second = write_run(tmp_path / "b", model="unet", methods=("gradcam",))
-    rows = combine_runs([first, second])
-    assert len(rows) == 24 and list(rows.columns) == list(ROW_SCHEMA)
-    board = build_leaderboard(rows, n_boot=50)
-    assert set(zip(board.model, board.method)) == {("densenet", "gradcam"), ("densenet", "saliency"), ("unet", "gradcam")}
-    assert set(board.vs_best_model) <= {"best", "ns", "worse", "better", "-"}
-
-
-@pytest.mark.parametrize(("change", "message"), [
-    ({"protocol": "p2"}, r"^the runs use different scoring protocols and cannot share a leaderboard \(.*a: p1; .*b: p2\)$"),
-    ({"split": "dev"}, r"^the runs use different datasets or splits .*synth test.*synth dev"),
-    ({"dataset": "egd"}, r"^the runs use different datasets or splits"),
-    ({"model": "densenet"}, r"all hold model 'densenet' with method 'gradcam'; combine runs of different models or methods$"),
-])
-def test_combine_runs_refuses_what_cannot_share_a_leaderboard(tmp_path, change, message):
-    first = write_run(tmp_path / "a", model="densenet")
-    second = write_run(tmp_path / "b", **{"model": "unet", **change})
-    with pytest.raises(UserError, match=message):
-        combine_runs([first, second])
-
-
-def test_combine_runs_refuses_a_directory_without_scores(tmp_path):
-    with pytest.raises(UserError, match="holds no score rows"):
-        combine_runs([write_run(tmp_path / "a"), tmp_path / "empty"])

@@ -1,9 +1,14 @@
 """``gazebench data check``'s engine on tiny releases written in the exact schemas, clean and broken."""
 
-import pytest
+from pathlib import Path
 
-from gazebench.data import synth
-from gazebench.data.check import CheckReport, _StructureCheck, check_dataset
+import pytest
+from click.testing import CliRunner
+
+from gazebench.cli import main
+from gazebench.data import check, synth
+from gazebench.data.check import DECODE_SAMPLE, CheckReport, _StructureCheck, check_dataset
+from gazebench.data.egd import EGDDataset
 from gazebench.data.manifest import parse_manifest
 from gazebench.errors import UserError
 from tests.fixtures import egd_layout as egd
@@ -39,7 +44,7 @@ def test_clean_release_is_usable_with_right_stats(release):
     assert report.stats["images in master_sheet.csv"] == 6
     assert report.stats["fixations in fixations.csv"] == 24
     assert report.stats["images with gaze"] == 6 and report.stats["images without gaze"] == 0
-    assert report.stats["images decoded (sample)"] == 6 and report.stats["images that failed to decode (sample)"] == 0
+    assert report.stats["images decoded"] == 6 and report.stats["unreadable images"] == 0
     assert report.counts == {"images": (6, 1083)}
     assert one(report.notes, "this copy has 6 images; the official release (1.0.0) has 1083 images")
 
@@ -140,25 +145,102 @@ def test_missing_image_is_counted_and_the_rest_stays_usable(release):
     assert report.usable
 
 
-def test_truncated_image_is_a_warning_naming_it(release):
+def test_truncated_image_is_a_warning_naming_it_and_saying_what_run_does(release):
+    """Run and train skip and count an unreadable image, so the copy stays usable: a warning, not an error."""
     root, master = release
     path = egd.image_path(root, master, 3)
     egd.truncate_image(path)
     report = check_dataset("egd", root)
     message = one(report.warnings, f"image {master.dicom_id[3]} does not decode")
     assert str(path) in message and "replace or remove the file" in message
-    assert report.stats["images that failed to decode (sample)"] == 1
+    assert one(report.warnings, "1 unreadable image(s): run and train skip and count them (--strict stops)")
+    assert report.stats["unreadable images"] == 1 and report.stats["images decoded"] == 5
+    assert report.errors == [] and report.usable
+
+
+def test_every_image_is_decoded_so_one_outside_the_quick_sample_is_found(tmp_path):
+    """20 images: the 16-image sample of ``--quick`` (and of data check before) misses image 2."""
+    root = tmp_path / "egd"
+    master = egd.write_egd(root, n_patients=19)
+    reader = EGDDataset(root, split="all", grid=32, require_gaze=False)
+    path = Path(reader.records.image_path.iloc[2])
+    egd.truncate_image(path)
+    quick = check_dataset("egd", root, decode=DECODE_SAMPLE)
+    assert quick.stats["unreadable images (sample)"] == 0 and quick.stats["images decoded (sample)"] == 16
+    assert one(quick.notes, "only 16 of 20 images were decoded (--quick)")
+    full = check_dataset("egd", root)
+    assert full.stats["images decoded"] == 19 and full.stats["unreadable images"] == 1
+    assert str(path) in one(full.warnings, f"image {reader.records.image_id.iloc[2]} does not decode")
+    assert len(master) == 20 and full.usable
+
+
+def test_worker_processes_find_the_same(release):
+    root, master = release
+    for index in (1, 4):
+        egd.truncate_image(egd.image_path(root, master, index))
+    alone, parallel = check_dataset("egd", root, workers=0), check_dataset("egd", root, workers=2)
+    assert parallel.findings == alone.findings and parallel.stats == alone.stats
+    assert parallel.stats["unreadable images"] == 2
+
+
+def test_unreadable_images_are_listed_up_to_a_cap_and_the_rest_counted(release, monkeypatch):
+    root, master = release
+    monkeypatch.setattr(check, "UNREADABLE_LISTED", 2)
+    for index in (0, 2, 4):
+        egd.truncate_image(egd.image_path(root, master, index))
+    report = check_dataset("egd", root)
+    assert one(report.warnings, "3 unreadable image(s): run and train skip and count them (--strict stops)")
+    assert len([w for w in report.warnings if "does not decode" in w]) == 2
+    assert one(report.warnings, "... and 1 more unreadable image(s), not listed")
     assert report.usable
 
 
-def test_image_that_is_no_image_is_an_error_naming_it(release):
-    """The EGD reader reads every image's header to place the fixations: a garbled file stops it."""
+def test_no_image_that_decodes_is_an_error(release):
+    root, master = release
+    for index in range(len(master)):
+        egd.truncate_image(egd.image_path(root, master, index))
+    report = check_dataset("egd", root)
+    assert one(report.errors, "none of the 6 images checked decodes")
+    assert report.stats["unreadable images"] == 6 and report.stats["images decoded"] == 0
+    assert not report.usable
+
+
+def test_an_item_that_fails_otherwise_is_an_error_since_run_stops_on_it(release, monkeypatch):
+    root, master = release
+    broken = master.dicom_id[2]
+
+    def transcript(self, image_id):
+        if image_id == broken:
+            raise UserError("cannot read the transcript x.json (bad); replace it with the release's copy")
+
+    monkeypatch.setattr(EGDDataset, "_transcript", transcript)
+    report = check_dataset("egd", root)
+    assert one(report.errors, f"item {broken} cannot be loaded: cannot read the transcript x.json (bad)").endswith("run and train stop on it")
+    assert not report.usable
+
+
+def test_cli_check_decodes_every_image_and_quick_samples(tmp_path):
+    root = tmp_path / "egd"
+    egd.write_egd(root, n_patients=19)
+    egd.truncate_image(Path(EGDDataset(root, split="all", grid=32, require_gaze=False).records.image_path.iloc[2]))
+    full = CliRunner().invoke(main, ["data", "check", "--dataset", "egd", "--root", str(root), "--workers", "0"])
+    assert full.exit_code == 0, full.output
+    assert "1 unreadable image(s): run and train skip and count them (--strict stops)" in full.output
+    assert full.output.rstrip().endswith("usable: yes")
+    quick = CliRunner().invoke(main, ["data", "check", "--dataset", "egd", "--root", str(root), "--quick"])
+    assert quick.exit_code == 0 and "unreadable image(s)" not in quick.output and "(--quick)" in quick.output
+
+
+def test_image_that_is_no_image_is_a_counted_warning_naming_it(release):
+    """The EGD reader reads every image's header to place the fixations: a garbled file is an
+    unreadable image like a truncated one (run and train skip it), named in the report."""
     root, master = release
     path = egd.image_path(root, master, 0)
     egd.garble_image(path)
     report = check_dataset("egd", root)
-    assert one(report.errors, f"the reader cannot use this copy: cannot read image {path}")
-    assert not report.usable
+    assert one(report.warnings, "1 unreadable image(s): run and train skip and count them (--strict stops)")
+    assert str(path) in report.format()
+    assert report.usable
 
 
 def test_duplicated_ids_are_reported(release):
@@ -201,7 +283,7 @@ def test_images_elsewhere_need_images_root(tmp_path):
     without = check_dataset("egd", root)
     assert one(without.errors, "pass --images-root") and not without.usable
     report = check_dataset("egd", root, images_root=images)
-    assert report.usable and report.stats["images decoded (sample)"] == 6
+    assert report.usable and report.stats["images decoded"] == 6
     assert f"images root: {images}" in report.format()
 
 

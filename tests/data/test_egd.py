@@ -215,12 +215,17 @@ def test_truncated_image_fails_on_loading_with_its_name(release):
         dataset[2]
 
 
-def test_unreadable_image_is_a_one_line_error(release):
+def test_unreadable_image_opens_and_its_item_is_a_one_line_unreadable_image(release):
+    """A garbled header does not stop the reader at open: the item raises UnreadableImage (run skips and counts it)."""
+    from gazebench.data.images import UnreadableImage
+
     root, master = release
     path = egd.image_path(root, master, 2)
     egd.garble_image(path)
-    with pytest.raises(UserError, match=f"cannot read image {path}") as error:
-        EGDDataset(root, split="all", grid=32)
+    dataset = EGDDataset(root, split="all", grid=32)
+    index = list(dataset.records.image_path.map(str)).index(str(path))
+    with pytest.raises(UnreadableImage, match=f"cannot read image {path}") as error:
+        dataset[index]
     assert "\n" not in str(error.value)
 
 

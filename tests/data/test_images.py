@@ -1,6 +1,6 @@
 """Image decoding: PNG/JPG, DICOM (pydicom), and the real-image path on two NIH ChestX-ray14 images.
 
-The two real images (the ``nih_samples`` fixture: ``../shared/data/nih_cxr14_samples/`` beside the
+The two real images (the ``nih_samples`` fixture: ``tests/data/nih_cxr14_samples/`` in the
 repository, or ``$GAZEBENCH_NIH_SAMPLES``; skipped when absent) are from the NIH ChestX-ray14
 dataset (https://nihcc.app.box.com/v/ChestXray-NIHCC), courtesy of the NIH Clinical Center;
 Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. "ChestX-ray8: Hospital-scale Chest X-ray
@@ -9,6 +9,8 @@ Diseases." IEEE CVPR 2017.  See tests/data/NIH_NOTICE.md.  They carry no gaze: t
 decoding, resizing, normalisation, a forward pass and an attribution -- never a benchmark number.
 """
 
+import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless
 
 from gazebench.data.gaze import Letterbox
-from gazebench.data.images import image_size, letterbox_array, read_grey
+from gazebench.data.images import UnreadableImage, image_size, letterbox_array, read_grey
 from gazebench.errors import UserError
 from tests.fixtures.mimic_layout import write_dicom
 
@@ -43,6 +45,37 @@ def test_unreadable_png_is_a_user_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match=r"cannot read image .*bad.png"):
         read_grey(tmp_path / "bad.png")
+
+
+def jpg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("empty.jpg", b"", r"empty file \(0 bytes\)"),
+        ("empty.png", b"", r"empty file \(0 bytes\)"),
+        ("cut.jpg", jpg_bytes()[:400], r"image file is truncated"),
+        ("garbage.jpg", b"\xff\xd8 not really a jpeg", r"cannot identify image file"),
+    ],
+    ids=["zero-byte jpg", "zero-byte png", "truncated jpg", "garbage"],
+)
+def test_a_file_that_does_not_decode_is_an_unreadable_image_naming_it(tmp_path, name, content, reason):
+    """The distinct error that runs and training skip and count (a UserError: --strict prints it as one line)."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UnreadableImage, match=rf"^cannot read image {path}: {reason}.*; replace or remove the file$") as error:
+        read_grey(path)
+    assert isinstance(error.value, UserError) and error.value.path == path and "\n" not in str(error.value)
+
+
+def test_unreadable_image_survives_a_worker_process_round_trip(tmp_path):
+    error = UnreadableImage(tmp_path / "a.jpg", "image file is truncated")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is UnreadableImage and (again.path, again.reason, str(again)) == (error.path, error.reason, str(error))
 
 
 # ---------------------------------------------------------------------- DICOM
@@ -112,9 +145,9 @@ def test_dicom_window_applies_to_rescaled_values(tmp_path):
 def test_damaged_dicom_is_a_one_line_user_error(tmp_path, damage, message):
     path = write_dicom(tmp_path / "a.dcm", ramp())
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(UserError, match=message) as error:
+    with pytest.raises(UnreadableImage, match=message) as error:
         read_grey(path)
-    assert "\n" not in str(error.value) and str(path) in str(error.value)
+    assert "\n" not in str(error.value) and str(path) in str(error.value) and error.value.path == path
 
 
 def test_dicom_without_a_header_size_is_a_user_error(tmp_path):
@@ -134,6 +167,7 @@ def test_compressed_dicom_without_plugins_names_them(tmp_path):
     with pytest.raises(UserError, match=r"compressed \(JPEG-LS Lossless.*install pylibjpeg") as error:
         read_grey(path)
     assert "\n" not in str(error.value)
+    assert not isinstance(error.value, UnreadableImage)  # every image would fail: a run stops instead of skipping them all
 
 
 # ---------------------------------------------------------------------- the real-image path

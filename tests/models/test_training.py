@@ -1,5 +1,6 @@
 """The training loop, dev-set AUROC and checkpoints (tiny images, a few steps)."""
 
+import errno
 import hashlib
 import itertools
 import math
@@ -381,6 +382,7 @@ def test_train_job_resolves_the_device_and_trains_and_evaluates_there(tmp_path, 
 
     monkeypatch.setattr(jobs, "train", fake_train)
     monkeypatch.setattr(jobs, "evaluate_auroc", fake_evaluate)
+    monkeypatch.setattr(jobs, "estimate_seconds", lambda *args, **kwargs: None)
     auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for asked, used in (("auto", auto), ("cpu", torch.device("cpu")), (torch.device("cpu"), torch.device("cpu"))):
         seen.clear()
@@ -391,3 +393,62 @@ def test_train_job_resolves_the_device_and_trains_and_evaluates_there(tmp_path, 
             jobs.train_job("unet_gaze", "synth", tiny_synth, None, 1, 0, tmp_path / "model.pt", device="cuda")
     with pytest.raises(UserError, match=r"^xrv:densenet121-res224-all is a pretrained torchxrayvision model and gazebench does not train it"):
         jobs.train_job("xrv:densenet121-res224-all", "synth", tiny_synth, None, 1, 0, tmp_path / "xrv.pt")
+
+
+# --- a failed write, and the training-time estimate -------------------------------------------
+
+
+def test_a_failed_checkpoint_write_keeps_the_training_state_and_rerunning_resumes(tmp_path, monkeypatch):
+    real_save = loop.save_checkpoint
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop, "save_checkpoint", no_space)
+    with pytest.raises(UserError) as caught:
+        run_training(tmp_path, "model.pt", epochs=1)
+    assert str(caught.value) == (
+        f"cannot write {tmp_path / 'model.pt'}: No space left on device; kept: the training state after epoch 1 "
+        f"({tmp_path / 'model.resume.pt'}); free space or fix the folder, then rerun the same command: it resumes from there"
+    )
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    evaluated = []
+    real_evaluate = loop.evaluate_auroc
+    monkeypatch.setattr(loop, "evaluate_auroc", lambda *args, **kwargs: evaluated.append(1) or real_evaluate(*args, **kwargs))
+    resumed = run_training(tmp_path, "model.pt", epochs=1)
+    assert evaluated == [] and [r["epoch"] for r in resumed.history] == [1]  # no epoch trained again
+    assert (tmp_path / "model.pt").is_file() and not (tmp_path / "model.resume.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "failing_write, kept, epochs_rerun",
+    [(1, r"nothing was kept \(no epoch had been saved\)", 2), (2, r"kept: the training state after epoch 1 \(.*model\.resume\.pt\)", 1)],
+    ids=["first-epoch", "second-epoch"],
+)
+def test_a_failed_state_write_keeps_the_last_saved_epoch(tmp_path, monkeypatch, failing_write, kept, epochs_rerun):
+    real_write, writes = loop.write_atomic, []
+
+    def denied_once(path, data):
+        writes.append(path)
+        if len(writes) == failing_write:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real_write(path, data)
+
+    monkeypatch.setattr(loop, "write_atomic", denied_once)
+    with pytest.raises(UserError, match=rf"^cannot write .*model\.resume\.pt: Permission denied; {kept}"):
+        run_training(tmp_path, "model.pt", epochs=2)
+    evaluated = []
+    real_evaluate = loop.evaluate_auroc
+    monkeypatch.setattr(loop, "evaluate_auroc", lambda *args, **kwargs: evaluated.append(1) or real_evaluate(*args, **kwargs))
+    resumed = run_training(tmp_path, "model.pt", epochs=2)
+    assert len(evaluated) == epochs_rerun and [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def test_the_training_time_estimate_is_epochs_times_the_timed_per_image_costs(monkeypatch):
+    """A clock that advances one second per reading: the timed step and prediction take 1 s for a batch of 6."""
+    ticks = itertools.count()
+    monkeypatch.setattr(jobs.time, "perf_counter", lambda: float(next(ticks)))
+    samples = {"train": TRAIN, "dev": DEV, "test": DEV[:3]}
+    seconds = jobs.estimate_seconds(unet_gaze.SPEC, CLASSES, tiny_recipe(), 4, samples, torch.device("cpu"))
+    assert seconds == pytest.approx(4 * (12 / 6 + 6 / 6) + 3 / 6)  # epochs x (train + dev) + test
+

@@ -25,6 +25,7 @@ import math
 import pickle
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -107,14 +108,16 @@ def train(
         state.record(epoch, train_loss, dev, optimizer.param_groups[0]["lr"], time.perf_counter() - started, adapter, settings.get("patience"))
         if plateau is not None and not math.isnan(dev["mean"]):
             plateau.step(dev["mean"])
-        resume.save(adapter, stateful, generators, state)
+        with resume.failing_writes(resume.path, epoch - 1):  # the file on disk is still the previous epoch's
+            resume.save(adapter, stateful, generators, state)
 
     adapter.module.load_state_dict(state.best_state)
     config = {
         "model": dict(recipe["model"]),
         "training": {"recipe": recipe, "seed": seed, "best_epoch": state.best_epoch, "dev_mean_auroc": state.best_dev_auroc, "history": state.history},
     }
-    checkpoint = save_checkpoint(out, spec.name, state.best_state, config, class_names)
+    with resume.failing_writes(Path(out), state.epoch):
+        checkpoint = save_checkpoint(out, spec.name, state.best_state, config, class_names)
     resume.remove()
     return TrainResult(adapter.eval(), checkpoint, state.best_epoch, state.best_dev_auroc, state.history)
 
@@ -192,6 +195,26 @@ class ResumeFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    @contextmanager
+    def failing_writes(self, path: Path, saved_epoch: int):
+        """An OSError while writing ``path`` (permission, no space) as one line: what is kept, and that rerunning resumes.
+
+        ``saved_epoch``: the epoch whose state this file holds on disk when the write fails (0: none).
+        """
+        try:
+            yield
+        except OSError as error:
+            if saved_epoch > 0 and self.path.is_file():
+                kept = f"kept: the training state after epoch {saved_epoch} ({self.path}); free space or fix the folder, then rerun the same command: it resumes from there"
+            else:
+                kept = "nothing was kept (no epoch had been saved); free space or fix the folder, then rerun the same command"
+            raise UserError(write_failure(path, error, kept)) from error
+
+
+def write_failure(path: Path, error: OSError, kept: str) -> str:
+    """One line for a failed write: the file, the system's reason, and what was kept."""
+    return f"cannot write {path}: {error.strerror or error}; {kept}"
 
 
 def _fingerprint(spec: ModelSpec, class_names, recipe: dict, seed: int, train_samples, dev_samples) -> str:
