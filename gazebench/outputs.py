@@ -74,7 +74,8 @@ def writing(target: Path, kept: str) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if error.filename is not None and not _inside(Path(os.fsdecode(error.filename)), Path(target)):
+        folder = Path(target) if Path(target).is_dir() else Path(target).parent  # a file's temporary copy lies beside it
+        if error.filename is not None and not _inside(Path(os.fsdecode(error.filename)), folder):
             raise
         where = f" ({error.filename})" if error.filename else ""
         raise UserError(f"cannot write to {target}: {describe(error)}{where}; {kept}") from None

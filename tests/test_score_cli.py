@@ -251,4 +251,4 @@ def test_a_failed_write_is_one_line_not_a_traceback(tmp_path, arrays, monkeypatc
     monkeypatch.setattr(gazebench.report.arrays, "write_atomic", no_space)
     result, out = score(tmp_path, "--saliency", str(paths["saliency"]), "--gaze", str(paths["gaze"]), "--metrics", "cc")
     assert result.exit_code == 2, result.output
-    assert result.stderr == f"gazebench: error: --out {out} could not be written (no space left on device); no scores were written: choose another --out or free some space\n"
+    assert result.stderr == f"gazebench: error: cannot write to {out}: no space left on device; no scores were written: choose another --out or free some space\n"

@@ -8,17 +8,14 @@ import numpy as np
 import pandas as pd
 
 from gazebench.atomic import write_atomic
-from gazebench.errors import UserError
-from gazebench.outputs import describe
+from gazebench.outputs import writing
 from gazebench.registry import METRICS
 
 
 def write_scores(table: pd.DataFrame, out: Path) -> None:
     """The scores as CSV (``index`` then one column per metric), written atomically; a failed write (permission, no space) is one UserError line."""
-    try:
+    with writing(Path(out), "no scores were written: choose another --out or free some space"):
         write_atomic(Path(out), table.to_csv(index=False))
-    except OSError as error:
-        raise UserError(f"--out {out} could not be written ({describe(error)}); no scores were written: choose another --out or free some space") from None
 
 
 def summary_markdown(table: pd.DataFrame, left_out: dict[str, str] | None = None) -> str:

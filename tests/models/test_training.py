@@ -408,7 +408,7 @@ def test_a_failed_checkpoint_write_keeps_the_training_state_and_rerunning_resume
     with pytest.raises(UserError) as caught:
         run_training(tmp_path, "model.pt", epochs=1)
     assert str(caught.value) == (
-        f"cannot write {tmp_path / 'model.pt'}: No space left on device; kept: the training state after epoch 1 "
+        f"cannot write to {tmp_path / 'model.pt'}: no space left on device; kept: the training state after epoch 1 "
         f"({tmp_path / 'model.resume.pt'}); free space or fix the folder, then rerun the same command: it resumes from there"
     )
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
@@ -435,7 +435,7 @@ def test_a_failed_state_write_keeps_the_last_saved_epoch(tmp_path, monkeypatch, 
         real_write(path, data)
 
     monkeypatch.setattr(loop, "write_atomic", denied_once)
-    with pytest.raises(UserError, match=rf"^cannot write .*model\.resume\.pt: Permission denied; {kept}"):
+    with pytest.raises(UserError, match=rf"^cannot write to .*model\.resume\.pt: permission denied; {kept}"):
         run_training(tmp_path, "model.pt", epochs=2)
     evaluated = []
     real_evaluate = loop.evaluate_auroc

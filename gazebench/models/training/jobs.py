@@ -42,8 +42,8 @@ from gazebench.errors import UserError
 from gazebench.models.base import ModelAdapter
 from gazebench.models.checkpoint import adapter_from_checkpoint, sha256_file
 from gazebench.models.spec import ModelSpec
-from gazebench.models.training.loop import evaluate_auroc, predict, train, write_failure
-from gazebench.outputs import check_output_file
+from gazebench.models.training.loop import evaluate_auroc, predict, train
+from gazebench.outputs import check_output_file, writing
 from gazebench.protocol import DEFAULT_GRID
 from gazebench.registry import MODELS
 
@@ -150,14 +150,11 @@ def train_job(
     unreadable = {name: skipped for name, (_, skipped) in loaded.items()}
     report = TrainReport(model, Path(out), result.best_epoch, result.best_dev_auroc, test, time.perf_counter() - started, seed, unreadable)
     record = report_record(report, recipe, seed, data, content, overrides)
-    try:
+    with writing(out.parent, f"kept: the checkpoint {out} (test mean AUROC {test['mean']:.3f}), not its report and splits; rerunning trains again"):
         write_splits(splits["train"].table, out.with_suffix(".splits.csv"))
         if splits["train"].manifest.credentialed:
             write_data_use_notice(out.parent, splits["train"].manifest)
         write_atomic(out.with_suffix(".report.yaml"), yaml.safe_dump(record, sort_keys=False))
-    except OSError as error:
-        kept = f"kept: the checkpoint {out} (test mean AUROC {test['mean']:.3f}), not its report and splits; rerunning trains again"
-        raise UserError(write_failure(out.parent, error, kept)) from error
     return report
 
 

@@ -44,6 +44,7 @@ from gazebench.models.base import ModelAdapter
 from gazebench.models.checkpoint import save_checkpoint
 from gazebench.models.spec import ModelSpec
 from gazebench.models.training.augment import Augmentation
+from gazebench.outputs import writing
 
 SUPPORTED_OPTIMIZERS = ("adam",)
 SUPPORTED_LR_MODES = ("triangular", "triangular2")
@@ -202,19 +203,12 @@ class ResumeFile:
 
         ``saved_epoch``: the epoch whose state this file holds on disk when the write fails (0: none).
         """
-        try:
+        if saved_epoch > 0 and self.path.is_file():  # atomic writes: the file on disk is the same before and after a failed write
+            kept = f"kept: the training state after epoch {saved_epoch} ({self.path}); free space or fix the folder, then rerun the same command: it resumes from there"
+        else:
+            kept = "nothing was kept (no epoch had been saved); free space or fix the folder, then rerun the same command"
+        with writing(path, kept):
             yield
-        except OSError as error:
-            if saved_epoch > 0 and self.path.is_file():
-                kept = f"kept: the training state after epoch {saved_epoch} ({self.path}); free space or fix the folder, then rerun the same command: it resumes from there"
-            else:
-                kept = "nothing was kept (no epoch had been saved); free space or fix the folder, then rerun the same command"
-            raise UserError(write_failure(path, error, kept)) from error
-
-
-def write_failure(path: Path, error: OSError, kept: str) -> str:
-    """One line for a failed write: the file, the system's reason, and what was kept."""
-    return f"cannot write {path}: {error.strerror or error}; {kept}"
 
 
 def _fingerprint(spec: ModelSpec, class_names, recipe: dict, seed: int, train_samples, dev_samples) -> str:
