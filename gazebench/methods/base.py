@@ -5,13 +5,20 @@ A method computes raw attributions with respect to the model input (``attribute`
 methods or ReLU for CAM methods (``postprocess``), bilinear resampling onto the grid.
 Sampling methods draw noise from a generator seeded by ``image_seed(run_seed, image_id)``, so
 a map never depends on batch size or batch neighbours.
+
+What ``gazebench list methods`` shows and the run checks comes from class attributes: ``family``,
+``library``, ``passes()`` (forward and backward passes per image), ``param_checks`` (parameter
+ranges), ``param_aliases`` (the source library's names for a parameter), ``check_model``
+(pre-flight: refuse a model the method cannot explain correctly, in one line, before any work).
+Methods that run many model inputs per image take at most ``rows_per_pass()`` rows per
+forward/backward pass: the user's ``--max-batch-elements`` when set, else the method's default.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,19 +33,45 @@ def image_seed(run_seed: int, image_id: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+# a parameter's check: (test, what the value must be), e.g. (lambda v: v > 0, "> 0")
+ParamCheck = tuple[Callable[[object], bool], str]
+DEFAULT_ROWS_PER_PASS = 32  # rows per forward/backward pass of sampling methods when the user sets none
+
+
 class Method:
     """Base class: subclasses set ``name``, ``postprocess``, ``default_params`` and ``attribute``."""
 
     name: ClassVar[str]
     postprocess: ClassVar[str] = "abs"  # "abs" (gradient methods) or "relu" (CAM methods)
     default_params: ClassVar[dict] = {}
+    family: ClassVar[str] = "gradient"  # gradient, path, cam, perturbation, relevance, model, reference
+    library: ClassVar[str] = "captum"  # the library that computes the raw map (captum, grad-cam, zennit, scikit-image, gazebench)
+    param_checks: ClassVar[dict[str, ParamCheck]] = {}  # parameter -> (test, requirement); types follow default_params
+    param_aliases: ClassVar[dict[str, str]] = {}  # the source library's name -> ours (Captum's nt_samples -> n_samples)
 
     def __init__(self, **params):
+        params = {self.param_aliases.get(key, key): value for key, value in params.items()}
         unknown = set(params) - set(self.default_params)
         if unknown:
-            raise ValueError(f"{self.name}: unknown parameters {sorted(unknown)}")
-        self.params = {**self.default_params, **params}
+            valid = ", ".join(sorted(self.default_params)) or "none"
+            raise UserError(f"method {self.name} has no parameter {', '.join(sorted(unknown))}; its parameters: {valid}")
+        self.params = {**self.default_params, **{key: checked_value(self.name, key, value, self.default_params[key]) for key, value in params.items()}}
+        for key, (test, requirement) in self.param_checks.items():
+            if not test(self.params[key]):
+                raise UserError(f"method {self.name}: {key} must be {requirement}, got {self.params[key]!r}")
         self.warnings: list[str] = []  # recorded in the run log (e.g. layers without a DeepLift rule)
+        self.max_rows: int | None = None  # the user's --max-batch-elements (None: the method's default chunk)
+
+    def passes(self) -> tuple[int | str, int | str]:
+        """(forward, backward) passes through the model per image, with the current parameters."""
+        return 1, 1
+
+    def rows_per_pass(self, default: int = DEFAULT_ROWS_PER_PASS) -> int:
+        """How many model inputs one forward/backward pass may hold: ``--max-batch-elements``, else ``default``."""
+        return self.max_rows if self.max_rows is not None else default
+
+    def check_model(self, adapter: ModelAdapter) -> None:
+        """Pre-flight, before any work: raise a one-line UserError when this method cannot explain ``adapter`` correctly."""
 
     def attribute(self, adapter: ModelAdapter, inputs: torch.Tensor, targets: torch.Tensor, seeds: list[int], extra: tuple = ()) -> torch.Tensor:
         """Raw attributions for preprocessed ``inputs`` [B, C, S, S]: [B, C', h, w] or [B, h, w].
@@ -64,6 +97,21 @@ class Method:
             raise UserError(f"method {self.name} cannot explain model {adapter.name}, which takes extra inputs; its attribute() has no `extra` parameter")
         raw = self.attribute(adapter, inputs, targets, seeds, extra=tuple(extra)).detach()
         return to_grid(raw, self.postprocess, grid)
+
+
+def checked_value(method: str, key: str, value, default):
+    """``value`` as the type of the parameter's default (int for int, float for float; a bool is never a number)."""
+    kind = type(default)
+    if isinstance(default, bool) or default is None or kind is str:
+        ok = default is None or isinstance(value, kind)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+    if not ok:
+        raise UserError(f"method {method}: {key} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
+    return value
 
 
 def forward_args(extra: tuple) -> tuple | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from captum.attr import LayerConductance, LayerGradCam
 
 from gazebench.methods.base import Method, forward_args
-from gazebench.methods.gradient import gradient_leaf, input_gradients_only, make_baseline
+from gazebench.methods.gradient import BASELINES, gradient_leaf, input_gradients_only, make_baseline
 from gazebench.registry import METHODS
 
 
@@ -25,6 +25,7 @@ class GradCamMethod(Method):
     name = "gradcam"
     postprocess = "relu"
     default_params: dict = {}
+    family = "cam"
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         gradcam = LayerGradCam(adapter.module, adapter.cam_layer)
@@ -41,13 +42,19 @@ class ConductanceMethod(Method):
     the channel sum at a location is that location's signed contribution to the target logit.
     Post-processing is ReLU, as for Grad-CAM: the map shows where the layer supports the target,
     and locations that argue against it count as zero (``abs`` would rank them as salient too).
-    ``internal_batch_size`` is the number of rows per forward pass (Captum raises it to at least
-    twice the batch, which conductance's finite differences need). Default 16 steps for CPU.
+    ``rows_per_pass()`` is Captum's ``internal_batch_size`` (raised to at least twice the batch,
+    which conductance's finite differences need). Default 16 steps for CPU.
     """
 
     name = "conductance"
     postprocess = "relu"
-    default_params = {"n_steps": 16, "baseline": "black", "internal_batch_size": 64}
+    default_params = {"n_steps": 16, "baseline": "black"}
+    family = "path"
+    param_aliases = {"baselines": "baseline"}
+    param_checks = {"n_steps": (lambda n: n >= 1, ">= 1"), "baseline": (lambda b: b in BASELINES, f"one of {', '.join(BASELINES)}")}
+
+    def passes(self):
+        return self.params["n_steps"], self.params["n_steps"]
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         conductance = LayerConductance(adapter.module, adapter.cam_layer)
@@ -58,6 +65,6 @@ class ConductanceMethod(Method):
                 baselines=baseline.expand_as(inputs),
                 target=targets,
                 n_steps=self.params["n_steps"],
-                internal_batch_size=max(self.params["internal_batch_size"], 2 * len(inputs)),
+                internal_batch_size=max(self.rows_per_pass(), 2 * len(inputs)),
                 additional_forward_args=forward_args(extra),
             )

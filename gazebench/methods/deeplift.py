@@ -58,7 +58,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from gazebench.methods.base import Method, forward_args
-from gazebench.methods.gradient import gradient_leaf, input_gradients_only, make_baseline
+from gazebench.methods.gradient import BASELINES, gradient_leaf, input_gradients_only, make_baseline
 from gazebench.models.captum_compat import own_inputs
 from gazebench.registry import METHODS
 
@@ -304,6 +304,9 @@ class DeepLiftMethod(Method):
     name = "deeplift"
     postprocess = "abs"
     default_params: ClassVar[dict] = {"baseline": "black"}
+    family = "gradient"
+    param_aliases = {"baselines": "baseline"}
+    param_checks = {"baseline": (lambda b: b in BASELINES, f"one of {', '.join(BASELINES)}")}
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         self.record(deeplift_warnings(adapter.module, adapter.name))

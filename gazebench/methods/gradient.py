@@ -8,7 +8,7 @@ draws are the same on every device), never from the global RNG that Captum's ``N
 ``GradientShap`` use: a map therefore never depends on batch size or batch neighbours. The
 noisy / interpolated inputs of the whole batch are stacked into one expanded batch [B * n, ...]
 (image-major, like Captum's ``repeat_interleave``) whose gradients come from Captum's
-``Saliency`` in chunks of ``internal_batch_size`` rows.
+``Saliency`` in chunks of ``rows_per_pass()`` rows (``--max-batch-elements``).
 
 Noise levels (``stdev``) are fractions of each image's input range (max - min of the
 preprocessed input), as in the SmoothGrad paper, so they mean the same under any normalisation.
@@ -120,6 +120,7 @@ class SaliencyMethod(Method):
     name = "saliency"
     postprocess = "abs"
     default_params: dict = {}
+    family = "gradient"
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         with input_gradients_only(adapter.module):
@@ -139,7 +140,13 @@ class SmoothGradMethod(Method):
 
     name = "smoothgrad"
     postprocess = "abs"
-    default_params = {"n_samples": 16, "stdev": 0.15, "internal_batch_size": 32}
+    default_params = {"n_samples": 16, "stdev": 0.15}
+    family = "gradient"
+    param_aliases = {"nt_samples": "n_samples", "stdevs": "stdev"}  # Captum's NoiseTunnel names
+    param_checks = {"n_samples": (lambda n: n >= 1, ">= 1"), "stdev": (lambda s: s >= 0, ">= 0")}
+
+    def passes(self):
+        return self.params["n_samples"], self.params["n_samples"]
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         n_samples = self.params["n_samples"]
@@ -148,7 +155,7 @@ class SmoothGradMethod(Method):
         expanded_targets = targets.repeat_interleave(n_samples)
         with input_gradients_only(adapter.module):
             gradients = chunked_gradients(
-                adapter.module, noisy, expanded_targets, self.params["internal_batch_size"], repeat_rows(extra, n_samples)
+                adapter.module, noisy, expanded_targets, self.rows_per_pass(), repeat_rows(extra, n_samples)
             )
         return sample_mean(gradients, n_samples)
 
@@ -201,7 +208,13 @@ class GradientShapMethod(Method):
 
     name = "gradshap"
     postprocess = "abs"
-    default_params = {"n_samples": 16, "stdev": 0.09, "baseline": "black", "internal_batch_size": 32}
+    default_params = {"n_samples": 16, "stdev": 0.09, "baseline": "black"}
+    family = "gradient"
+    param_aliases = {"stdevs": "stdev", "baselines": "baseline"}  # Captum's GradientShap names
+    param_checks = {"n_samples": (lambda n: n >= 1, ">= 1"), "stdev": (lambda s: s >= 0, ">= 0"), "baseline": (lambda b: b in BASELINES, f"one of {', '.join(BASELINES)}")}
+
+    def passes(self):
+        return self.params["n_samples"], self.params["n_samples"]
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         n_samples = self.params["n_samples"]
@@ -211,6 +224,6 @@ class GradientShapMethod(Method):
         expanded_targets = targets.repeat_interleave(n_samples)
         with input_gradients_only(adapter.module):
             terms = gradient_shap_terms(
-                adapter.module, noisy, baseline, alphas, expanded_targets, self.params["internal_batch_size"], repeat_rows(extra, n_samples)
+                adapter.module, noisy, baseline, alphas, expanded_targets, self.rows_per_pass(), repeat_rows(extra, n_samples)
             )
         return sample_mean(terms, n_samples)

@@ -49,11 +49,12 @@ def test_each_method_passes_each_rows_extra_input_to_the_model(name):
     extra = torch.tensor([[1.0, 0.0, 0.0, 0.0], [-2.0, 0.5, 0.0, 1.0], [0.5, 1.0, -1.0, 0.0]])
     targets = torch.tensor([0, 1, 2])
     seeds = [image_seed(0, str(i)) for i in range(3)]
-    params = {"internal_batch_size": 5} if name in ("smoothgrad", "gradshap") else {}  # chunks that cut across images
-    batched = METHODS.get(name)(**params)(adapter_of(network, network.relu), images, targets, seeds, GRID, (extra,))
+    batched_method = METHODS.get(name)()
+    batched_method.max_rows = 5  # chunks that cut across images
+    batched = batched_method(adapter_of(network, network.relu), images, targets, seeds, GRID, (extra,))
     for row in range(3):
         reference = FixedExtra(network, extra[row : row + 1]).eval()
-        single = METHODS.get(name)(**params)(adapter_of(reference, network.relu), images[row : row + 1], targets[row : row + 1], seeds[row : row + 1], GRID)
+        single = METHODS.get(name)()(adapter_of(reference, network.relu), images[row : row + 1], targets[row : row + 1], seeds[row : row + 1], GRID)
         torch.testing.assert_close(batched[row : row + 1], single, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(batched[0], batched[1])  # the rows really differ
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import captum.attr._core.gradient_shap as captum_gradient_shap
 import pytest
 import torch
+
+from gazebench.errors import UserError
 import torch.nn.functional as F
 from captum.attr import GradientShap
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
@@ -78,7 +80,7 @@ def targets_for(count: int) -> torch.Tensor:
 def test_the_six_methods_are_registered_with_their_post_processing():
     postprocess = {name: METHODS.get(name).postprocess for name in METHOD_NAMES}
     assert postprocess == {name: "relu" if name in ("gradcam", "conductance") else "abs" for name in METHOD_NAMES}
-    with pytest.raises(ValueError, match="unknown parameters"):
+    with pytest.raises(UserError, match="method smoothgrad has no parameter samples; its parameters: n_samples, stdev"):
         METHODS.get("smoothgrad")(samples=3)
 
 
