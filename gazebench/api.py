@@ -206,3 +206,39 @@ def sanity_check(
         record = {**cascade_config(cascade, dataset, config), "threshold": threshold, "bootstrap": {**BOOTSTRAP, "seed": seed}}
         write_outputs(result, result.out, record)
     return result
+
+
+def run_experiment(config: str | os.PathLike, train_missing: bool = True, **overrides) -> pd.DataFrame:
+    """``gazebench run --config FILE``: every (model, seed) of the experiment file into its own run directory
+    under the experiment's ``out``, then the combined leaderboard there (one per seed when there are several).
+
+    ``overrides`` are the file's keys (``models``, ``methods``, ``metrics``, ``out``, ``seeds``,
+    ``data`` as a mapping, ``limit``, ...), None meaning "not given"; they replace the file's values.
+    ``train_missing=False`` (``--no-train``): a missing embedded model is an error, not trained.
+    The resolved experiment is written to ``out/experiment.yaml`` before the first run, so a killed
+    experiment resumes, and a finished one repeats exactly, with ``--config out/experiment.yaml``.
+    """
+    import yaml
+
+    from gazebench.atomic import write_atomic
+    from gazebench.models.training.jobs import adapter_for_run
+    from gazebench.outputs import check_output_dir
+    from gazebench.report.run_outputs import write_combined_leaderboard
+    from gazebench.run.experiment import read_experiment, resolve_experiment
+
+    path = Path(config)
+    experiment = resolve_experiment(read_experiment(path), overrides, base=path.parent)
+    check_output_dir(experiment.out)
+    experiment.out.mkdir(parents=True, exist_ok=True)
+    write_atomic(experiment.out / "experiment.yaml", yaml.safe_dump(experiment.resolved, sort_keys=False))
+    for entry, request in experiment.requests:
+        check_output_dir(request.out)
+    for entry, request in experiment.requests:
+        loader = lambda entry=entry, request=request: LoadedModel(*adapter_for_run(entry.name, entry.checkpoint, request.data, request.root, request.images_root, request.device, train_missing=train_missing))
+        benchmark_and_report(request, loader)
+    seeds = experiment.resolved["seeds"]
+    boards = []
+    for seed in seeds:
+        runs = [request.out for _, request in experiment.requests if request.seed == seed]
+        boards.append(write_combined_leaderboard(runs, experiment.out, seed, "leaderboard" if len(seeds) == 1 else f"leaderboard-seed{seed}"))
+    return boards[0] if len(boards) == 1 else pd.concat([board.assign(seed=seed) for board, seed in zip(boards, seeds)], ignore_index=True)

@@ -56,6 +56,24 @@ class Group(OneLineUsageErrors, click.Group):
 @click.version_option(package_name="gazebench")
 def main() -> None:
     """gazebench: do the saliency maps of chest X-ray classifiers look where radiologists look?"""
+    show_plugin_warnings_as_lines()
+
+
+def show_plugin_warnings_as_lines() -> None:
+    """A plugin that fails to load is one line on stderr (``gazebench: warning: ...``), not a Python warning with its source line."""
+    import warnings
+
+    from gazebench.registry import PluginWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PluginWarning):
+            click.echo(f"gazebench: warning: {message}", err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def data_options(function):
@@ -68,11 +86,13 @@ def data_options(function):
 
 
 @main.command()
-@click.option("--model", required=True, help="Registered model name (see `gazebench list models`).")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="Experiment file (YAML: models, data, methods with parameters, metrics, seeds; see README): one run per model, then the combined leaderboard. Flags given here override the file.")
+@click.option("--model", help="Registered model name (see `gazebench list models`); required without --config.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint from `gazebench train` (default: the cached model for the embedded data).")
 @data_options
-@click.option("--methods", default="all", show_default=True, help="'all' or a comma list of methods.")
+@click.option("--methods", default="all", show_default=True, help="'all', a set (kim2022, shamsul2023, cam) or a comma list, with parameters after a colon: smoothgrad:n_samples=25,stdev=0.1,gradcam (see `gazebench list methods`).")
 @click.option("--metrics", default="all", show_default=True, help="'all' or a comma list of metrics.")
+@click.option("--max-batch-elements", type=click.IntRange(min=1), help="At most this many model inputs (images, noisy or perturbed copies) per forward/backward pass; lower it when memory runs out (default: each method's own chunk, 32 for sampling and perturbation methods).")
 @click.option("--target", type=click.Choice(["label", "pred"]), default="label", show_default=True, help="Class the maps explain.")
 @click.option("--label-map", type=click.Path(path_type=Path), help="YAML mapping the data's classes to the model's outputs (default: the package's gazebench/resources/label_maps/label_maps.yaml when it fits).")
 @click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default="test", show_default=True, help="Which images to score.")
@@ -83,8 +103,13 @@ def data_options(function):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image (default: skip it, count and list it in run.log).")
 @click.option("--no-train", is_flag=True, help="Require existing weights: when the embedded data's cached model is missing, fail naming the `gazebench train` command that makes it instead of training it.")
-def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, target, label_map, split, device, batch_size, limit, out, seed, strict, no_train) -> None:
+@click.pass_context
+def run(ctx, config, model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, max_batch_elements, target, label_map, split, device, batch_size, limit, out, seed, strict, no_train) -> None:
     """Compute saliency maps, score them against gaze, and print the leaderboard."""
+    if config is not None:
+        return run_experiment_command(ctx, config, no_train)
+    if model is None:
+        raise UserError("--model is required (or --config EXPERIMENT.yaml); see `gazebench list models`")
     from gazebench.api import benchmark_and_report
     from gazebench.models.training.jobs import adapter_for_run
     from gazebench.report.leaderboard import format_markdown
@@ -96,10 +121,34 @@ def run(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods,
     request = RunRequest.create(
         model, methods, metrics, out, data=data, root=root, images_root=images_root, split=split, checkpoint=checkpoint, target=target,
         device=device, batch_size=batch_size, limit=limit, seed=seed, gaze_sigma=gaze_sigma, labels=labels, label_map=label_map, strict=strict,
+        max_batch_elements=max_batch_elements,
     )
     board = benchmark_and_report(request, lambda: LoadedModel(*adapter_for_run(model, checkpoint, data, root, images_root, device, train_missing=not no_train)))
     click.echo(format_markdown(board))
     click.echo(run_summary(request.out))
+
+
+def run_experiment_command(ctx: click.Context, config: Path, no_train: bool) -> None:
+    """``run --config``: the file's experiment, with the flags the user typed replacing its values."""
+    from click.core import ParameterSource
+
+    from gazebench.api import run_experiment
+    from gazebench.report.leaderboard import format_markdown
+
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    value = lambda name: ctx.params[name] if name in given else None
+    if "checkpoint" in given and "model" not in given:
+        raise UserError("--checkpoint with --config needs --model (which model the checkpoint is); or give it in the file's models")
+    overrides = {
+        "models": [{"name": ctx.params["model"], "checkpoint": str(ctx.params["checkpoint"]) if ctx.params["checkpoint"] else None}] if "model" in given else None,
+        "data": {"name": value("data"), "root": value("root"), "images_root": value("images_root"), "split": value("split"), "labels": value("labels"), "gaze_sigma": value("gaze_sigma")},
+        "seeds": [ctx.params["seed"]] if "seed" in given else None,
+        **{name: value(name) for name in ("methods", "metrics", "out", "target", "device", "batch_size", "max_batch_elements", "limit", "strict")},
+    }
+    if "label_map" in given:
+        raise UserError("--label-map with --config: give label_map per model in the file's models")
+    board = run_experiment(config, train_missing=not no_train, **overrides)
+    click.echo(format_markdown(board))
 
 
 @main.command()
@@ -205,7 +254,12 @@ def prepare(name, root, images_root, gaze_sigma, labels, grid, workers) -> None:
 @main.command(name="list")
 @click.argument("kind", required=False, type=click.Choice(sorted(REGISTRIES)))
 def list_registered(kind) -> None:
-    """Show the registered methods, models, metrics and datasets."""
+    """Show the registered methods, models, metrics and datasets (methods: a table of family, cost, library, parameters)."""
+    if kind == "methods":
+        from gazebench.methods.catalogue import methods_table
+
+        click.echo(methods_table())
+        return
     for name in [kind] if kind else sorted(REGISTRIES):
         click.echo(f"{name}: {', '.join(REGISTRIES[name].names())}")
 
@@ -259,7 +313,7 @@ def leaderboard_command(run_dirs, output_format, seed) -> None:
 @click.option("--model", required=True, help="Registered model name (see `gazebench list models`).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint from `gazebench train` (default: the cached model for the embedded data).")
 @data_options
-@click.option("--methods", default="all", show_default=True, help="'all' or a comma list of methods.")
+@click.option("--methods", default="kim2022", show_default=True, help="A set (all, kim2022, shamsul2023, cam) or a comma list, with parameters: smoothgrad:n_samples=8,gradcam.")
 @click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default="test", show_default=True, help="Which images to explain.")
 @click.option("--limit", type=click.IntRange(min=1), default=16, show_default=True, help="Use the first N images of the split.")
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True, help="At most this many randomisation steps (layers grouped contiguously).")
@@ -271,6 +325,7 @@ def leaderboard_command(run_dirs, output_format, seed) -> None:
 def sanity(model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, split, limit, steps, threshold, device, batch_size, out, seed) -> None:
     """Randomise the model's layers from the output down; do the maps change? (Adebayo et al. 2018)"""
     from gazebench.api import sanity_check
+    from gazebench.methods.specs import select_methods
     from gazebench.models.training.jobs import adapter_for_run
     from gazebench.report.sanity import format_markdown
     from gazebench.run.engine import open_run_dataset
@@ -279,11 +334,12 @@ def sanity(model, checkpoint, data, root, images_root, gaze_sigma, labels, metho
     DATASETS.get(data)
     MODELS.get(model)
     out = out or default_out(model, data, split, seed, kind="sanity")
-    request = RunRequest(model=model, methods=METHODS.resolve_list(methods), metrics=[], out=out, data=data, root=root, images_root=images_root, split=split, gaze_sigma=gaze_sigma, labels=labels)
+    select_methods(methods)  # checked before the data and the model are opened
+    request = RunRequest(model=model, methods=[], metrics=[], out=out, data=data, root=root, images_root=images_root, split=split, gaze_sigma=gaze_sigma, labels=labels)
     dataset = open_run_dataset(request)
     adapter, checkpoint, sha256 = adapter_for_run(model, checkpoint, data, root, images_root, device)
     record = {"model": {"name": model, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256}}
-    result = sanity_check(adapter, dataset, request.methods, threshold, out, config=record, limit=limit, batch_size=batch_size, device=device, seed=seed, steps=steps)
+    result = sanity_check(adapter, dataset, methods, threshold, out, config=record, limit=limit, batch_size=batch_size, device=device, seed=seed, steps=steps)
     click.echo(format_markdown(result))
     click.echo(f"sanity check written to {out} (sanity.csv, sanity.md, sanity.png, config.yaml)")
 

@@ -14,9 +14,9 @@ from gazebench.data.gaze import GazeConvention
 PROTOCOL_VERSION = "1"
 DEFAULT_GRID = 224
 # maps that ignore the model, scored beside every method (gazebench.run.references): floors (no
-# image information) and the ceiling (other radiologists' gaze against one radiologist's gaze);
-# name -> role, the ``role`` column of the leaderboard
-REFERENCE_MAPS = {"centre_bias": "floor", "uniform": "floor", "inter_observer": "ceiling"}
+# image information, or the image's own edges) and the ceiling (other radiologists' gaze against
+# one radiologist's gaze); name -> role, the ``role`` column of the leaderboard
+REFERENCE_MAPS = {"centre_bias": "floor", "uniform": "floor", "edges": "floor", "inter_observer": "ceiling"}
 
 
 def protocol_id(grid: int, gaze: GazeConvention) -> str:

@@ -16,10 +16,15 @@ factory refuses a name it cannot build by raising ``LookupError("why; choose one
 from __future__ import annotations
 
 import difflib
+import warnings
 from importlib import metadata
 from typing import Any, Callable
 
 from gazebench.errors import UserError
+
+class PluginWarning(UserWarning):
+    """A plugin (an entry point in a ``gazebench.*`` group) that could not be loaded; the others still are."""
+
 
 SEPARATOR = ":"  # between a prefix family and the rest of a name: torchvision:resnet50
 
@@ -70,7 +75,16 @@ class Registry:
         for module in self._builtin_modules:
             importlib.import_module(module)
         for entry_point in metadata.entry_points(group=self.entry_point_group):
-            self._entries.setdefault(entry_point.name, entry_point.load())
+            try:
+                loaded = entry_point.load()
+            except Exception as error:  # noqa: BLE001 - a broken plugin must not break the others
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                warnings.warn(f"{self.kind[:-1]} plugin {entry_point.name!r} ({entry_point.value}) failed to load and is left out: {type(error).__name__}: {first}", PluginWarning, stacklevel=2)
+                continue
+            if entry_point.name in self._entries and self._entries[entry_point.name] is not loaded:
+                warnings.warn(f"{self.kind[:-1]} plugin {entry_point.name!r} ({entry_point.value}) has the name of a built-in {self.kind[:-1]} and is left out; register it under another name", PluginWarning, stacklevel=2)
+                continue
+            self._entries[entry_point.name] = loaded
 
     def names(self) -> list[str]:
         """The fixed names, sorted, then one ``prefix:<placeholder>`` pattern per prefix family, sorted."""
@@ -138,7 +152,11 @@ def choices_phrase(names: list[str], wanted: str, limit: int = 60, listing: str 
     return f"{matches}{len(names)} names in all" + (f" ({listing})" if listing else "")
 
 
-METHODS = Registry("methods", ("gazebench.methods.gradient", "gazebench.methods.cam", "gazebench.methods.deeplift"))
+METHODS = Registry("methods", (
+    "gazebench.methods.gradient", "gazebench.methods.cam", "gazebench.methods.deeplift", "gazebench.methods.model_output",
+    "gazebench.methods.cam_family", "gazebench.methods.integrated", "gazebench.methods.guided", "gazebench.methods.perturbation",
+    "gazebench.methods.lrp",
+))
 MODELS = Registry(
     "models",
     (

@@ -25,7 +25,7 @@ def test_list_shows_every_registered_name():
     "args, message",
     [
         (["--model", "nope"], "unknown model 'nope'; choose one of: " + ", ".join(MODELS.names())),
-        (["--model", "unet_gaze", "--methods", "saliency,nope"], "unknown method 'nope'; choose one of: conductance, deeplift, gradcam"),
+        (["--model", "unet_gaze", "--methods", "saliency,nope"], "unknown method 'nope'; choose one of: conductance, deeplift, eigencam, gradcam"),
         (["--model", "unet_gaze", "--metrics", "nope"], "unknown metric 'nope'; choose one of: auc_judd, auc_shuffled, cc, cc_cb, hit_rate, info_gain, iou, kl, kl_cb, nss, nss_cb, sim, sim_cb, ssim"),
         (["--model", "unet_gaze", "--data", "nope"], "unknown dataset 'nope'; choose one of: egd, mimic, reflacx, synth"),
         (["--model", "unet_gaze", "--split", "validate"], "Invalid value for '--split': 'validate' is not one of 'train', 'dev', 'test', 'all'."),

@@ -19,7 +19,7 @@ def test_decorator_registers_and_lists_sorted():
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(UserError, match=r"unknown method 'nope'; choose one of: conductance, deeplift, gradcam, gradshap, saliency, smoothgrad"):
+    with pytest.raises(UserError, match=r"unknown method 'nope'; choose one of: conductance, deeplift, eigencam, gradcam, gradcam_plus_plus, gradshap, "):
         METHODS.get("nope")
 
 

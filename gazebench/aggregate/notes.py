@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ATTENTION = ("warning:", "skipped:")
+ATTENTION = ("warning:", "skipped:", "left out:")
 
 
 def attention_lines(run_dir: str | Path) -> list[str]:
-    """run.log's warning and skip lines, in order (empty when there are none, or no run.log)."""
+    """run.log's warning, skip and left-out-method lines, in order (empty when there are none, or no run.log)."""
     path = Path(run_dir) / "run.log"
     if not path.is_file():
         return []

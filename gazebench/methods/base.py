@@ -35,7 +35,7 @@ def image_seed(run_seed: int, image_id: str) -> int:
 
 # a parameter's check: (test, what the value must be), e.g. (lambda v: v > 0, "> 0")
 ParamCheck = tuple[Callable[[object], bool], str]
-DEFAULT_ROWS_PER_PASS = 32  # rows per forward/backward pass of sampling methods when the user sets none
+DEFAULT_ROWS_PER_PASS = 16  # rows per pass when the user sets none: on a 2-core CPU, 16-row chunks ran faster than 32 or 64 (conductance on unet_gaze: 1.9 s vs 2.6 s per batch of 8)
 
 
 class Method:

@@ -43,12 +43,12 @@ class ConductanceMethod(Method):
     Post-processing is ReLU, as for Grad-CAM: the map shows where the layer supports the target,
     and locations that argue against it count as zero (``abs`` would rank them as salient too).
     ``rows_per_pass()`` is Captum's ``internal_batch_size`` (raised to at least twice the batch,
-    which conductance's finite differences need). Default 16 steps for CPU.
+    which conductance's finite differences need). Default 8 steps for CPU (Captum's default 50).
     """
 
     name = "conductance"
     postprocess = "relu"
-    default_params = {"n_steps": 16, "baseline": "black"}
+    default_params = {"n_steps": 8, "baseline": "black"}
     family = "path"
     param_aliases = {"baselines": "baseline"}
     param_checks = {"n_steps": (lambda n: n >= 1, ">= 1"), "baseline": (lambda b: b in BASELINES, f"one of {', '.join(BASELINES)}")}

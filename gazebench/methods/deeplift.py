@@ -57,6 +57,7 @@ from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR, nonlinear
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from gazebench.errors import UserError
 from gazebench.methods.base import Method, forward_args
 from gazebench.methods.gradient import BASELINES, gradient_leaf, input_gradients_only, make_baseline
 from gazebench.models.captum_compat import own_inputs
@@ -277,6 +278,46 @@ class UnhookedNonlinearities(TorchFunctionMode):
             names.append(self.names[id(module)])
 
 
+def deeplift_problems(adapter) -> dict[str, list[str]]:
+    """Where DeepLift cannot be exact on ``adapter``'s model, one line per place, from a census of one forward pass.
+
+    ``reused``: nonlinear modules with a rule called more than once per pass (Captum raises);
+    ``approximations``: module types without a rule, squeeze-excitation gates, torchvision's functional
+    DenseNet ReLU, and nonlinear functions applied in a module's own forward outside any rule.
+    """
+    from gazebench.methods.preflight import census  # preflight imports this module
+
+    model = adapter.module
+    taken = census(adapter)
+    rule_types = (*SUPPORTED_NON_LINEAR, *RESCALE_TYPES, *MAX_POOLS)
+    prefix = f"method deeplift cannot explain model {adapter.name}:"
+    reused = [
+        f"{prefix} module {use.describe()} is called {use.calls} times per forward pass, and Captum's DeepLift needs one module per use (give each use its own module)"
+        for use in taken.reused()
+        if use.leaf and issubclass(use.kind, rule_types)
+    ]
+    names = {id(module): name for name, module in model.named_modules()}
+    approximations = [
+        f"{prefix} module {taken.module(module).describe()} has no DeepLift rule"
+        for module in model.modules()
+        if next(module.children(), None) is None and has_no_rule(type(module)) and taken.module(module) is not None and taken.module(module).input_calls
+    ]
+    approximations += [f"{prefix} module {names[id(module)]!r} ({type_name(type(module))}) gates its features with a functional product x * gate" for module in model.modules() if is_squeeze_excite(module)]
+    approximations += [f"{prefix} torchvision DenseNet.forward applies a functional F.relu" for module in model.modules() if uses_functional_densenet_relu(module)]
+    for use in taken.functional():
+        module = model.get_submodule(use.module.name) if use.module.name else model
+        if type(module) in SUPPORTED_NON_LINEAR or reported_statically(module) or any(is_squeeze_excite(parent) for parent in ancestors(model, use.module.name)):
+            continue
+        approximations.append(f"{prefix} module {use.module.describe()} calls {use.function} on input-dependent tensors in its forward")
+    return {"reused": reused, "approximations": approximations}
+
+
+def ancestors(model: nn.Module, dotted: str) -> list[nn.Module]:
+    """The modules that contain the module called ``dotted`` (the model first, the module itself last)."""
+    parts = dotted.split(".") if dotted else []
+    return [model.get_submodule(".".join(parts[:depth])) if depth else model for depth in range(len(parts) + 1)]
+
+
 def functional_warnings(found: dict[tuple[type, str], list[str]], model_name: str) -> list[str]:
     """One line per (module type, function) that ``UnhookedNonlinearities`` found, naming the modules."""
     lines = []
@@ -303,10 +344,26 @@ class DeepLiftMethod(Method):
 
     name = "deeplift"
     postprocess = "abs"
-    default_params: ClassVar[dict] = {"baseline": "black"}
+    default_params: ClassVar[dict] = {"baseline": "black", "approximate": False}
     family = "gradient"
     param_aliases = {"baselines": "baseline"}
     param_checks = {"baseline": (lambda b: b in BASELINES, f"one of {', '.join(BASELINES)}")}
+
+    def check_model(self, adapter) -> None:
+        """Pre-flight: refuse a model on which DeepLift would not be exact, naming the first module.
+
+        A nonlinear module used twice per pass (Captum raises mid-run) is always refused; a
+        nonlinearity without a rule (a functional ``F.relu``, a squeeze-excitation ``x * gate``, a
+        module type without a rule) is refused unless ``approximate=true``, which runs DeepLift with
+        plain gradients there and lists each approximation in run.log.
+        """
+        problems = deeplift_problems(adapter)
+        reused, approximations = problems["reused"], problems["approximations"]
+        if reused:
+            raise UserError(reused[0])
+        if approximations and not self.params["approximate"]:
+            more = f" (and {len(approximations) - 1} more)" if len(approximations) > 1 else ""
+            raise UserError(f"{approximations[0]}{more}; DeepLift would use plain gradients there, so its map would not be DeepLift's: deeplift:approximate=true runs it anyway and lists the approximations in run.log")
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         self.record(deeplift_warnings(adapter.module, adapter.name))

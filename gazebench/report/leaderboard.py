@@ -83,7 +83,7 @@ def _notes(leaderboard: pd.DataFrame, marks: list[str]) -> list[str]:
     if f"vs_{FLOOR_TO_BEAT}" in marks:
         notes.append("vs centre bias: the same test against the centre-bias floor; better = the method beats centre bias significantly.")
     if "role" in leaderboard.columns and (leaderboard["role"] != "method").any():
-        notes.append("_italic_ (floor): a reference map that ignores the image (centre bias, uniform); _italic_ (ceiling): other radiologists' gaze against one radiologist's (inter-observer agreement).")
+        notes.append("_italic_ (floor): a reference map that ignores the model (centre bias and uniform ignore the image too; edges is the image's own Sobel edge map, which several saliency methods resemble); _italic_ (ceiling): other radiologists' gaze against one radiologist's (inter-observer agreement).")
     if "gaze" in leaderboard.columns:
         notes.append("gaze: merged = scored against the merged gaze of all readers; single reader = against each radiologist's own gaze (images read by several).")
     return notes

@@ -72,3 +72,17 @@ def run_summary(run_dir: str | Path) -> str:
     lines = attention_lines(run_dir)
     notes = "\n".join(["", f"{len(lines)} warning/skip line(s) in run.log:", *lines]) if lines else ""
     return f"{notes}\n\nrun directory: {run_dir} (leaderboard.csv, leaderboard.md, scores/, run.log)"
+
+
+def write_combined_leaderboard(run_dirs: list[Path], out: Path, seed: int, stem: str = "leaderboard") -> pd.DataFrame:
+    """``out/<stem>.csv/.md/.tex``: one leaderboard over several runs (an experiment's models), paired on shared images."""
+    from gazebench.aggregate.runs import combine_runs
+
+    combined = combine_runs([Path(run_dir) for run_dir in run_dirs])
+    notes = [combined.note] if combined.note else []
+    board, table = rank(combined.rows, seed)
+    write_atomic(out / f"{stem}.csv", board.to_csv(index=False))
+    write_atomic(out / f"{stem}.md", format_markdown(board, notes))
+    write_atomic(out / f"{stem}.tex", format_latex(board, notes))
+    write_atomic(out / f"comparisons-{stem}.csv" if stem != "leaderboard" else out / "comparisons.csv", table.to_csv(index=False))
+    return board

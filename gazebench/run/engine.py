@@ -63,6 +63,7 @@ class PreparedRun:
     device: torch.device
     context: RowContext
     left_out_metrics: dict[str, str] = field(default_factory=dict)  # metric -> why the data cannot feed it
+    left_out_methods: dict[str, str] = field(default_factory=dict)  # method (from a set) -> why it cannot explain the model
     available: set[str] = field(default_factory=set)  # GazeTargets fields the data provide
 
 
@@ -94,10 +95,11 @@ def prepare_run(request: RunRequest, dataset, model: LoadedModel) -> PreparedRun
     its own predicted classes; with neither, the error lists both class lists.
     """
     adapter = map_adapter(model.adapter, dataset.class_names, request.label_map, request.target)
-    methods = {name: METHODS.get(name)() for name in request.methods}
+    device = resolve_device(request.device)
+    adapter = adapter.to(device).eval()
+    methods, left_out_methods = ready_methods(request, adapter)
     available = available_targets(dataset)
     metrics, left_out = usable_metrics(request, available)
-    device = resolve_device(request.device)
     context = RowContext(
         dataset=request.data,
         split=request.split,
@@ -109,7 +111,30 @@ def prepare_run(request: RunRequest, dataset, model: LoadedModel) -> PreparedRun
         dataset_classes=tuple(dataset.class_names),
         multi_label=dataset.multi_label,
     )
-    return PreparedRun(request, model, adapter.to(device).eval(), dataset, methods, metrics, device, context, left_out, available)
+    return PreparedRun(request, model, adapter, dataset, methods, metrics, device, context, left_out, left_out_methods, available)
+
+
+def ready_methods(request: RunRequest, adapter: ModelAdapter) -> tuple[dict[str, Method], dict[str, str]]:
+    """The methods with the user's parameters and chunk size, each checked against the model (pre-flight).
+
+    A method that cannot explain the model is refused in one line when the user named it, and left
+    out (the reason goes to run.log) when it came from a set such as ``all``.
+    """
+    methods, left_out = {}, {}
+    for name in request.methods:
+        method = METHODS.get(name)(**request.method_params.get(name, {}))
+        method.max_rows = request.max_batch_elements
+        try:
+            method.check_model(adapter)
+        except UserError as refusal:
+            if name not in request.optional_methods:
+                raise
+            left_out[name] = str(refusal)
+            continue
+        methods[name] = method
+    if not methods:
+        raise UserError(f"none of the methods asked for can explain {request.model}: " + "; ".join(left_out.values()))
+    return methods, left_out
 
 
 def available_targets(dataset) -> set[str]:
@@ -170,6 +195,7 @@ def run_config(run: PreparedRun, priors: GazePriors) -> dict:
         "target": request.target,
         "seed": request.seed,
         "batch_size": request.batch_size,
+        "max_batch_elements": request.max_batch_elements,
         "bootstrap": {**BOOTSTRAP, "seed": request.seed},
         "comparisons": COMPARISONS,
         "device": str(run.device),
@@ -276,6 +302,7 @@ def setting_lines(run: PreparedRun, priors: GazePriors) -> list[str]:
     if cache is not None:
         lines.append(f"items read from the prepared cache {cache.folder} when present")
     lines += [f"metric {name} left out: it {reason}" for name, reason in run.left_out_metrics.items()]
+    lines += [f"left out: method {name}: {reason}" for name, reason in run.left_out_methods.items()]
     lines.append(f"centre bias: {priors.centre_bias_source}")
     return lines
 

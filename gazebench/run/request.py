@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gazebench.methods.specs import select_methods
 from gazebench.models.base import ModelAdapter
 from gazebench.paths import safe_name
 from gazebench.protocol import DEFAULT_GRID
-from gazebench.registry import DATASETS, METHODS, METRICS
+from gazebench.registry import DATASETS, METRICS
 
 PATH_FIELDS = ("root", "images_root", "checkpoint")  # options given as str or os.PathLike, kept as Path
 
@@ -45,22 +46,31 @@ class RunRequest:
     label_map: object = None  # YAML path, mapping or LabelMap from the dataset's classes to the model's outputs (None: the default map)
     all_metrics: bool = False  # the user asked for "all": metrics the data cannot feed are left out, not refused
     strict: bool = False  # stop at the first unreadable image instead of skipping and counting it
+    method_params: dict = dataclasses.field(default_factory=dict)  # method -> the parameters the user gave
+    optional_methods: frozenset = frozenset()  # methods that came from a set: left out (logged) when they cannot explain the model
+    max_batch_elements: int | None = None  # at most this many model inputs per forward/backward pass (None: each method's default)
 
     @classmethod
-    def create(cls, model: str, methods: str | Sequence[str] = "all", metrics: str | Sequence[str] = "all", out: str | os.PathLike | None = None, **options) -> RunRequest:
-        """A request from names: ``methods``/``metrics`` are ``"all"``, ``"a,b"`` or a list (each
-        checked against its registry, a one-line UserError listing the choices otherwise); ``out``
+    def create(cls, model: str, methods: str | Sequence = "all", metrics: str | Sequence[str] = "all", out: str | os.PathLike | None = None, **options) -> RunRequest:
+        """A request from names: ``methods`` is ``"all"``, a set, ``"a,b:key=value"`` or a list
+        (``gazebench.methods.specs``), ``metrics`` ``"all"``, ``"a,b"`` or a list (each checked
+        against its registry, a one-line UserError listing the choices otherwise); ``out``
         defaults to ``default_out(...)``; ``options`` are the other fields (paths may be str)."""
         options = {key: Path(value) if key in PATH_FIELDS and value is not None else value for key, value in options.items()}
         DATASETS.get(options.get("data", cls.data))
-        request = cls(model=model, methods=METHODS.resolve_list(names_spec(methods)), metrics=METRICS.resolve_list(names_spec(metrics)), out=Path("."), all_metrics=names_spec(metrics).strip() == "all", **options)
+        selection = select_methods(methods)
+        optional = selection.optional | (frozenset(options.pop("optional_methods", None) or ()) & set(selection.names))  # a resolved experiment keeps which came from a set
+        request = cls(
+            model=model, methods=selection.names, metrics=METRICS.resolve_list(names_spec(metrics)), out=Path("."), all_metrics=names_spec(metrics).strip() == "all",
+            method_params=selection.params, optional_methods=optional, **options,
+        )
         request.out = Path(out) if out is not None else default_out(model, request.data, request.split, request.seed)
         return request
 
     @classmethod
     def option_names(cls) -> list[str]:
         """The fields a caller may set besides the model, methods, metrics and out."""
-        return sorted(field.name for field in dataclasses.fields(cls) if field.name not in ("model", "methods", "metrics", "out", "all_metrics"))
+        return sorted(field.name for field in dataclasses.fields(cls) if field.name not in ("model", "methods", "metrics", "out", "all_metrics", "method_params", "optional_methods"))
 
 
 def names_spec(names: str | Sequence[str]) -> str:

@@ -37,6 +37,7 @@ from gazebench.data.sample import Batch, collate
 from gazebench.device import resolve_device
 from gazebench.errors import UserError
 from gazebench.methods.base import Method, image_seed
+from gazebench.methods.specs import MethodSelection, select_methods
 from gazebench.metrics.base import GazeTargets
 from gazebench.metrics.ops import average_ranks
 from gazebench.models.base import ModelAdapter
@@ -222,10 +223,27 @@ def cascade_values(trained: ModelAdapter, methods: dict[str, Method], batches: l
     return values
 
 
+def checked_methods(selection: MethodSelection, adapter: ModelAdapter) -> dict[str, Method]:
+    """The selected methods that can explain ``adapter`` (pre-flight; a named method that cannot is refused, one from a set left out)."""
+    instances = {}
+    for name in selection.names:
+        method = METHODS.get(name)(**selection.params.get(name, {}))
+        try:
+            method.check_model(adapter)
+        except UserError:
+            if name not in selection.optional:
+                raise
+            continue
+        instances[name] = method
+    if not instances:
+        raise UserError(f"none of the methods asked for can explain {adapter.name}")
+    return instances
+
+
 def run_cascade(
     adapter: ModelAdapter,
     dataset,
-    methods: list[str],
+    methods: str | list,
     limit: int | None = DEFAULT_LIMIT,
     batch_size: int = 8,
     device: str | torch.device = "auto",
@@ -235,9 +253,10 @@ def run_cascade(
     """Cascading randomisation of ``adapter``'s layers (top down) on the first ``limit`` images of ``dataset``."""
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
-    instances = {name: METHODS.get(name)() for name in methods}
+    selection = select_methods(methods)
     device = resolve_device(device)
     trained = map_adapter(copy.deepcopy(adapter), dataset.class_names, None, "label").to(device).eval()
+    instances = checked_methods(selection, trained)
     batches, no_target = pair_batches(trained, dataset, limit, batch_size, seed, device)
     if not batches:
         raise UserError(f"none of the images used (--limit {limit}) has a positive label to explain; raise --limit or pick another --split")

@@ -34,8 +34,8 @@ ROW_SCHEMA = (
 REGION_KEYS = ("image_id", "patient_id", "target", "correct", "model", "method")
 SHARD_METRICS = b"gazebench_metrics"  # Parquet metadata key: the metrics a score shard was scored with
 GAZE_METHOD = "gaze"  # the ``method`` of the region-share rows that hold the gaze density's shares
-# config keys that may differ when resuming: where it runs; methods and metrics may be added
-RESUMABLE_DIFFERENCES = ("device", "out")
+# config keys that may differ when resuming: where and in what chunks it runs; methods and metrics may be added
+RESUMABLE_DIFFERENCES = ("device", "out", "max_batch_elements")
 GROWABLE = ("methods", "metrics")  # name -> settings; a new name is added, a changed setting refused
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from gazebench.errors import UserError
 from gazebench.methods.base import image_seed
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import METHODS
@@ -51,7 +52,14 @@ def test_each_method_passes_each_rows_extra_input_to_the_model(name):
     seeds = [image_seed(0, str(i)) for i in range(3)]
     batched_method = METHODS.get(name)()
     batched_method.max_rows = 5  # chunks that cut across images
-    batched = batched_method(adapter_of(network, network.relu), images, targets, seeds, GRID, (extra,))
+    adapter = adapter_of(network, network.relu)
+    adapter.extra_inputs = lambda batch: (extra[: len(batch.images)],)
+    try:
+        batched_method.check_model(adapter)
+    except UserError as refusal:  # a method that cannot hold extra inputs (or needs a gaze head) says so in one line, before any work
+        assert "\n" not in str(refusal) and ("extra input" in str(refusal) or "heatmap" in str(refusal))
+        return
+    batched = batched_method(adapter, images, targets, seeds, GRID, (extra,))
     for row in range(3):
         reference = FixedExtra(network, extra[row : row + 1]).eval()
         single = METHODS.get(name)()(adapter_of(reference, network.relu), images[row : row + 1], targets[row : row + 1], seeds[row : row + 1], GRID)

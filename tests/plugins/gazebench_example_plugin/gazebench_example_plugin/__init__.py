@@ -1,0 +1,1 @@
+"""An example gazebench plugin (docs/plugins.md): a method, a metric, a model and a dataset, registered by entry points."""
