@@ -74,10 +74,10 @@ def test_run_benchmark_returns_the_leaderboard_and_fills_the_run_directory(bench
     assert sorted(zip(methods.method, methods.metric)) == [("gradcam", "nss"), ("saliency", "nss")]
     assert methods.n.tolist() == [4, 4]
     assert ((methods.ci_low <= methods["mean"]) & (methods["mean"] <= methods.ci_high)).all()
-    assert set(leaderboard[leaderboard.role == "floor"].method) == {"centre_bias", "uniform"}
+    assert set(leaderboard[leaderboard.role == "floor"].method) == {"centre_bias", "uniform", "edges"}
     pd.testing.assert_frame_equal(pd.read_csv(out / "leaderboard.csv"), leaderboard.reset_index(drop=True), check_dtype=False)
     scores = pd.read_parquet(out / "scores")
-    assert len(scores) == 16 and set(scores.model) == {"tiny"} and set(scores.method) == {"saliency", "gradcam", "centre_bias", "uniform"}
+    assert len(scores) == 20 and set(scores.model) == {"tiny"} and set(scores.method) == {"saliency", "gradcam", "centre_bias", "uniform", "edges"}
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["model"]["name"] == "tiny" and config["model"]["class_names"] == CLASSES
     assert config["model"]["checkpoint_sha256"] == state_dict_sha256(model)

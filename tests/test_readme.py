@@ -38,8 +38,8 @@ def test_plugin_example_registers_and_makes_maps():
     namespace: dict = {}
     exec(compile(code, "my_plugin.py", "exec"), namespace)
     registry = Registry("methods")
-    method_class = registry.register()(namespace["InputTimesGradient"])
-    assert registry.names() == ["input_x_gradient"]
+    method_class = registry.register()(namespace["GradientTimesSign"])
+    assert registry.names() == ["gradient_x_sign"]
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1)
     module = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
@@ -60,7 +60,7 @@ def test_python_api_example_runs(tmp_path, monkeypatch, tiny_synth):
     namespace: dict = {}
     exec(compile(code, "my_model_benchmark.py", "exec"), namespace)
     board = namespace["leaderboard"]
-    assert set(board.method) == {"saliency", "gradcam", "centre_bias", "uniform"} and set(board.metric) == {"nss", "cc"}
+    assert set(board.method) == {"saliency", "gradcam", "centre_bias", "uniform", "edges"} and set(board.metric) == {"nss", "cc"}
     assert (tmp_path / "runs" / "tiny" / "leaderboard.csv").is_file()
 
 

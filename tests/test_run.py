@@ -8,9 +8,10 @@ from click.testing import CliRunner
 from gazebench.cli import main
 
 ROW_SCHEMA = ["dataset", "split", "image_id", "patient_id", "reader", "target", "label", "pred", "prob", "correct", "model", "checkpoint", "method", "method_params", "metric", "value", "protocol"]
-METHODS = ["conductance", "deeplift", "gradcam", "gradshap", "saliency", "smoothgrad"]
+ALL_METHODS = sorted(__import__("gazebench.registry", fromlist=["METHODS"]).METHODS.fixed_names())
 METRICS = sorted(["auc_judd", "auc_shuffled", "cc", "cc_cb", "hit_rate", "info_gain", "iou", "kl", "kl_cb", "nss", "nss_cb", "sim", "sim_cb", "ssim"])
-REFERENCES = ["centre_bias", "uniform"]  # floors scored beside every method (no inter-observer ceiling: one reader per image)
+REFERENCES = ["centre_bias", "uniform", "edges"]  # floors scored beside every method (no inter-observer ceiling: one reader per image)
+REFUSING = {"deeplift", "guided_backprop", "guided_gradcam"}  # no exact rule for unet_gaze's squeeze-excitation gates and SiLUs
 
 
 def run(out, tiny_synth, checkpoint, *extra):
@@ -30,9 +31,13 @@ def finished_run(tmp_path_factory, tiny_synth, random_checkpoint):
 def test_run_directory_contract(finished_run, random_checkpoint):
     out, result = finished_run
     config = yaml.safe_load((out / "config.yaml").read_text())
+    log = (out / "run.log").read_text()
+    left_out = sorted(line.split(":")[1].strip().removeprefix("method ") for line in log.splitlines() if line.startswith("left out: method "))
+    METHODS = sorted(config["methods"])
+    assert sorted(METHODS + left_out) == ALL_METHODS and REFUSING <= set(left_out)  # `all` = what explains the model + what is left out, logged
     assert config["protocol"]["id"].startswith("p1-grid224-egd-")
     assert config["model"]["checkpoint_sha256"] and config["seed"] == 0
-    assert sorted(config["methods"]) == METHODS and sorted(config["metrics"]) == METRICS
+    assert sorted(config["metrics"]) == METRICS
     assert config["bootstrap"]["replicates"] == 1000 and config["bootstrap"]["unit"] == "patient"
     scores = pd.read_parquet(out / "scores")
     assert list(scores.columns) == ROW_SCHEMA
@@ -74,7 +79,7 @@ def test_same_command_elsewhere_gives_the_same_scores(finished_run, tmp_path, ti
     again = pd.read_parquet(tmp_path / "again" / "scores").sort_values(["method", "metric", "image_id"]).reset_index(drop=True)
     first = pd.read_parquet(out / "scores")
     first = first[first.method.isin(again.method.unique())].sort_values(["method", "metric", "image_id"]).reset_index(drop=True)
-    assert set(again.method) == {"smoothgrad", "gradcam", "centre_bias", "uniform"}
+    assert set(again.method) == {"smoothgrad", "gradcam", "centre_bias", "uniform", "edges"}
     pd.testing.assert_series_equal(again.value, first.value, rtol=1e-4, atol=1e-6)
 
 

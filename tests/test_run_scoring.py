@@ -51,7 +51,7 @@ def test_priors_are_the_train_split_mean_density_and_the_evaluated_fixations(sco
 def test_reference_maps_are_scored_beside_the_methods(scored_run):
     out, result = scored_run
     scores = pd.read_parquet(out / "scores")
-    assert set(scores.method) == {"saliency", "gradcam", "centre_bias", "uniform"}
+    assert set(scores.method) == {"saliency", "gradcam", "centre_bias", "uniform", "edges"}
     centre = scores[(scores.method == "centre_bias") & (scores.metric == "info_gain")]
     np.testing.assert_allclose(centre.value, 0.0, atol=1e-6)  # the centre bias carries no information beyond itself
     uniform = scores[scores.method == "uniform"].set_index("metric").value

@@ -183,7 +183,7 @@ def reader_rows(n_patients=20):
 
 
 def test_reference_methods_and_roles():
-    assert REFERENCE_MAPS == {"centre_bias": "floor", "uniform": "floor", "inter_observer": "ceiling"}
+    assert REFERENCE_MAPS == {"centre_bias": "floor", "uniform": "floor", "edges": "floor", "inter_observer": "ceiling"}
     board = build_leaderboard(reader_rows(), n_boot=200)
     roles = dict(zip(board.method, board.role))
     assert roles == {"gradcam": "method", "saliency": "method", "twin": "method", "lookalike": "method",

@@ -62,8 +62,9 @@ def hook_count(module: nn.Module) -> int:
 def test_the_methods_are_registered_with_family_library_postprocess_and_cost():
     for name in NAMES:
         method = METHODS.get(name)()
-        assert (method.family, method.library, method.postprocess, method.default_params) == ("cam", "grad-cam", "relu", {})
-    assert METHODS.get("scorecam")().passes() == ("1 + C", 0)
+        assert (method.family, method.library, method.postprocess, method.default_params) == ("cam", "grad-cam", "relu", {"channels": 16} if name == "scorecam" else {})
+    assert METHODS.get("scorecam")().passes() == ("1 + min(C, 16)", 0)
+    assert METHODS.get("scorecam")(channels=0).passes() == ("1 + C", 0)
     assert METHODS.get("eigencam")().passes() == (1, 0)
     assert {METHODS.get(name)().passes() for name in ["gradcam_plus_plus", "xgradcam", "hirescam", "layercam"]} == {(1, 1)}
 

@@ -39,9 +39,9 @@ def targets_for(count: int) -> torch.Tensor:
 
 def test_registration_post_processing_passes_and_family():
     integrated, input_x = METHODS.get("integrated_gradients")(), METHODS.get("input_x_gradient")()
-    assert (integrated.postprocess, integrated.family, integrated.library, integrated.passes()) == ("abs", "path", "captum", (16, 16))
+    assert (integrated.postprocess, integrated.family, integrated.library, integrated.passes()) == ("abs", "path", "captum", (8, 8))
     assert METHODS.get("integrated_gradients")(n_steps=5).passes() == (5, 5)
-    assert integrated.params == {"n_steps": 16, "method": "gausslegendre", "baseline": "black"}
+    assert integrated.params == {"n_steps": 8, "method": "gausslegendre", "baseline": "black"}
     assert (input_x.postprocess, input_x.family, input_x.passes()) == ("abs", "gradient", (1, 1))
 
 

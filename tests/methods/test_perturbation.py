@@ -113,8 +113,8 @@ def test_the_three_methods_are_registered_as_perturbation_methods():
         "lime": ("perturbation", "captum + scikit-image", "abs"),
         "kernelshap": ("perturbation", "captum + scikit-image", "abs"),
     }
-    assert METHODS.get("occlusion")().passes() == (8 * 8 + 1, 0)
-    assert METHODS.get("occlusion")(stride=0.0625).passes() == (15 * 15 + 1, 0)
+    assert METHODS.get("occlusion")().passes() == (4 * 4 + 1, 0)
+    assert METHODS.get("occlusion")(stride=0.0625).passes() == (13 * 13 + 1, 0)
     assert METHODS.get("lime")().passes() == (64, 0) and METHODS.get("lime")(n_samples=1000).params["n_samples"] == 1000
     assert METHODS.get("kernelshap")().params == {"n_samples": 64, "n_segments": 50, "compactness": 0.1, "baseline": "black"}
 
@@ -204,7 +204,7 @@ def test_occlusion_puts_all_its_mass_in_the_quadrant_the_logit_reads():
     adapter = adapter_for(Quadrant(), name="quadrant")
     images = grid_images(2)
     inputs = adapter.preprocess(images)
-    raw = METHODS.get("occlusion")().attribute(adapter, inputs, torch.zeros(2, dtype=torch.long), seeds_for(2))
+    raw = METHODS.get("occlusion")(window=0.125, stride=0.125).attribute(adapter, inputs, torch.zeros(2, dtype=torch.long), seeds_for(2))
     half = SIZE // 2
     assert (raw[:, :, :half, :half] > 0).all()  # every pixel is brighter than the black baseline
     outside = raw.clone()
@@ -215,7 +215,7 @@ def test_occlusion_puts_all_its_mass_in_the_quadrant_the_logit_reads():
     window_sums = F.avg_pool2d((inputs - black)[:, :1, :half, :half], 4) * 16 / half**2
     expected = window_sums.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)[:, 0]
     torch.testing.assert_close(raw[:, 0, :half, :half], expected, **CLOSE)
-    grid_maps = METHODS.get("occlusion")()(adapter, images, torch.zeros(2, dtype=torch.long), seeds_for(2), GRID)
+    grid_maps = METHODS.get("occlusion")(window=0.125, stride=0.125)(adapter, images, torch.zeros(2, dtype=torch.long), seeds_for(2), GRID)
     quadrant_share = grid_maps[:, : GRID // 2, : GRID // 2].sum(dim=(1, 2)) / grid_maps.sum(dim=(1, 2))
     assert (quadrant_share > 0.97).all()  # only the bilinear resize to the grid blurs the edge
 
@@ -266,7 +266,7 @@ class FixedExtra(nn.Module):
         ("kernelshap", {"segments": 50}, "has no parameter segments"),
         ("occlusion", {"window": 0}, r"window must be in \(0, 1\]"),
         ("occlusion", {"window": 1.5}, r"window must be in \(0, 1\]"),
-        ("occlusion", {"stride": 0.25}, r"stride must be <= window \(0.125\)"),
+        ("occlusion", {"stride": 0.5}, r"stride must be <= window \(0.25\)"),
         ("occlusion", {"window": "8"}, "window must be a float"),
     ],
 )
