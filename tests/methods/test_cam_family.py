@@ -320,3 +320,23 @@ def test_densenet121_maps_equal_hand_computed_formulas(densenet):
     # HiResCAM is exact here: the logit is linear in the pooled ReLU output, so the map sums to logit - bias
     torch.testing.assert_close(expected["hirescam"].sum((1, 2)), logits.detach().gather(1, targets[:, None])[:, 0] - network.classifier.bias[targets].detach(), rtol=1e-4, atol=1e-5)
     assert hook_count(network) == 0
+
+
+def test_scorecam_channel_limit_is_the_library_on_the_most_activated_channels():
+    """``scorecam:channels=k``: the library's own Score-CAM computation on each image's k channels of highest mean activation."""
+    import pytorch_grad_cam
+
+    adapter = tiny_adapter()  # conv2 has 6 channels
+    inputs, targets = model_inputs(2), torch.tensor([0, 2])
+    method = METHODS.get("scorecam")(channels=2)
+    limited = method.attribute(adapter, inputs, targets, [0, 0])
+    with torch.no_grad():
+        activations = adapter.cam_layer(adapter.module.relu1(adapter.module.conv1(inputs))).numpy()
+    with pytorch_grad_cam.ScoreCAM(model=adapter.module, target_layers=[adapter.cam_layer]) as cam:
+        cam.batch_size = 16
+        for index in range(2):
+            keep = np.sort(np.argsort(-activations[index].mean(axis=(1, 2)), kind="stable")[:2])
+            expected = cam.get_cam_image(inputs[index : index + 1], adapter.cam_layer, [ClassifierOutputTarget(int(targets[index]))], activations[index : index + 1][:, keep], None, False)
+            np.testing.assert_allclose(limited[index].numpy(), expected[0], rtol=1e-5, atol=1e-6)
+    full = METHODS.get("scorecam")(channels=0).attribute(adapter, inputs, targets, [0, 0])
+    assert not torch.allclose(limited, full)  # the limit changes the map: it is not decorative
