@@ -92,7 +92,7 @@ def data_options(function):
 @data_options
 @click.option("--methods", default="all", show_default=True, help="'all', a set (kim2022, shamsul2023, cam) or a comma list, with parameters after a colon: smoothgrad:n_samples=25,stdev=0.1,gradcam (see `gazebench list methods`).")
 @click.option("--metrics", default="all", show_default=True, help="'all' or a comma list of metrics.")
-@click.option("--max-batch-elements", type=click.IntRange(min=1), help="At most this many model inputs (images, noisy or perturbed copies) per forward/backward pass; lower it when memory runs out (default: each method's own chunk, 32 for sampling and perturbation methods).")
+@click.option("--max-batch-elements", type=click.IntRange(min=1), help="At most this many model inputs (images, noisy or perturbed copies) per forward/backward pass; lower it when memory runs out (default: 16, the chunk that ran fastest on a 2-core CPU).")
 @click.option("--target", type=click.Choice(["label", "pred"]), default="label", show_default=True, help="Class the maps explain.")
 @click.option("--label-map", type=click.Path(path_type=Path), help="YAML mapping the data's classes to the model's outputs (default: the package's gazebench/resources/label_maps/label_maps.yaml when it fits).")
 @click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default="test", show_default=True, help="Which images to score.")

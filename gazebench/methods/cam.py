@@ -7,6 +7,7 @@ onto the grid (never Captum's default nearest upsampling).
 
 from __future__ import annotations
 
+import torch
 from captum.attr import LayerConductance, LayerGradCam
 
 from gazebench.methods.base import Method, forward_args
@@ -42,8 +43,9 @@ class ConductanceMethod(Method):
     the channel sum at a location is that location's signed contribution to the target logit.
     Post-processing is ReLU, as for Grad-CAM: the map shows where the layer supports the target,
     and locations that argue against it count as zero (``abs`` would rank them as salient too).
-    ``rows_per_pass()`` is Captum's ``internal_batch_size`` (raised to at least twice the batch,
-    which conductance's finite differences need). Default 8 steps for CPU (Captum's default 50).
+    ``rows_per_pass()`` (at least 2) is Captum's ``internal_batch_size``, which must hold two rows
+    per image (conductance's finite differences): the batch goes to Captum in groups of
+    ``rows_per_pass() // 2`` images.  Default 8 steps for CPU (Captum's default 50).
     """
 
     name = "conductance"
@@ -59,12 +61,19 @@ class ConductanceMethod(Method):
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         conductance = LayerConductance(adapter.module, adapter.cam_layer)
         baseline = make_baseline(adapter, inputs, self.params["baseline"])
+        rows = max(2, self.rows_per_pass())  # Captum needs two rows per image in each pass
+        group = max(1, rows // 2)  # images per Captum call, so that internal_batch_size = rows holds two rows per image
+        chunks = zip(inputs.split(group), targets.split(group), *[tensor.split(group) for tensor in extra])
         with input_gradients_only(adapter.module):
-            return conductance.attribute(
-                gradient_leaf(inputs),
-                baselines=baseline.expand_as(inputs),
-                target=targets,
-                n_steps=self.params["n_steps"],
-                internal_batch_size=max(self.rows_per_pass(), 2 * len(inputs)),
-                additional_forward_args=forward_args(extra),
-            )
+            maps = [
+                conductance.attribute(
+                    gradient_leaf(images),
+                    baselines=baseline.expand_as(images),
+                    target=image_targets,
+                    n_steps=self.params["n_steps"],
+                    internal_batch_size=rows,
+                    additional_forward_args=forward_args(tuple(image_extra)),
+                ).detach()
+                for images, image_targets, *image_extra in chunks
+            ]
+        return torch.cat(maps)

@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import ClassVar
 
 import torch
@@ -55,11 +56,11 @@ import torch.nn.functional as F
 from captum.attr import DeepLift
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR, nonlinear
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from gazebench.errors import UserError
 from gazebench.methods.base import Method, forward_args
 from gazebench.methods.gradient import BASELINES, gradient_leaf, input_gradients_only, make_baseline
+from gazebench.methods.module_stack import ModuleStackMode
 from gazebench.models.captum_compat import own_inputs
 from gazebench.registry import METHODS
 
@@ -226,49 +227,21 @@ def reported_statically(module: nn.Module) -> bool:
     return (leaf and has_no_rule(type(module))) or is_squeeze_excite(module) or uses_functional_densenet_relu(module)
 
 
-class UnhookedNonlinearities(TorchFunctionMode):
+class UnhookedNonlinearities(ModuleStackMode):
     """While active, records nonlinear torch functions that a module's own forward applies to
     input-dependent tensors where no DeepLift rule covers them (functional ``F.relu``, ``x * gate``).
 
-    A module stack kept by forward hooks on every module of ``model`` says whose forward is running;
-    functions called inside a module with a rule (an ``nn.ReLU`` calls ``F.relu``), outside the
+    The module stack says whose forward is running; functions called inside a module with a rule (an ``nn.ReLU`` calls ``F.relu``), outside the
     model's forward (Captum's own code, the rules in the backward pass), or in modules that
     ``deeplift_warnings`` already reports are not recorded.  ``found``: {(module type, function
     name): [dotted module names]}.
     """
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.names = {id(module): name for name, module in model.named_modules()}
-        self.stack: list[nn.Module] = []
+        super().__init__(model)
         self.found: dict[tuple[type, str], list[str]] = {}
-        self.handles: list = []
 
-    def push(self, module: nn.Module, args: tuple) -> None:
-        self.stack.append(module)
-
-    def pop(self, module: nn.Module, args: tuple, output) -> None:
-        self.stack.pop()
-
-    def __enter__(self):
-        for module in self.model.modules():
-            self.handles += [module.register_forward_pre_hook(self.push), module.register_forward_hook(self.pop, always_call=True)]
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-        return super().__exit__(*exc)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if self.stack:
-            self.note(self.stack[-1], getattr(func, "__name__", ""), args, kwargs)
-        return func(*args, **kwargs)
-
-    def note(self, module: nn.Module, function: str, args: tuple, kwargs: dict) -> None:
+    def seen(self, module: nn.Module, function: str, args: tuple, kwargs: dict, result) -> None:
         """Records ``function`` if it is nonlinear here and no rule or warning covers ``module``."""
         needed = 1 if function in NONLINEAR_FUNCTIONS else 2 if function in PRODUCT_FUNCTIONS else 0
         if not needed or type(module) in SUPPORTED_NON_LINEAR or reported_statically(module) or input_dependent(args, kwargs) < needed:
@@ -364,14 +337,25 @@ class DeepLiftMethod(Method):
         if approximations and not self.params["approximate"]:
             more = f" (and {len(approximations) - 1} more)" if len(approximations) > 1 else ""
             raise UserError(f"{approximations[0]}{more}; DeepLift would use plain gradients there, so its map would not be DeepLift's: deeplift:approximate=true runs it anyway and lists the approximations in run.log")
+        if not approximations:
+            self.exact_models.add(adapter.module)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.exact_models: weakref.WeakSet = weakref.WeakSet()  # models check_model found no approximation in
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
-        self.record(deeplift_warnings(adapter.module, adapter.name))
+        """DeepLift's attributions; unless ``check_model`` found the model exact, the run-time check
+        (``UnhookedNonlinearities``, a hook per module and a callback per torch function) watches the
+        pass and records the approximations it sees."""
+        exact = adapter.module in self.exact_models
+        if not exact:
+            self.record(deeplift_warnings(adapter.module, adapter.name))
         baseline = make_baseline(adapter, inputs, self.params["baseline"])
         with (
             input_gradients_only(adapter.module),
             extra_rescale_rules(adapter.module),
-            UnhookedNonlinearities(adapter.module) as unhooked,
+            nullcontext(None) if exact else UnhookedNonlinearities(adapter.module) as unhooked,
             warnings.catch_warnings(),
         ):
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
@@ -379,7 +363,8 @@ class DeepLiftMethod(Method):
             attributions = deeplift.attribute(
                 gradient_leaf(inputs), baselines=baseline.expand_as(inputs), target=targets, additional_forward_args=forward_args(extra)
             )
-        self.record(functional_warnings(unhooked.found, adapter.name))
+        if unhooked is not None:
+            self.record(functional_warnings(unhooked.found, adapter.name))
         return attributions
 
     def record(self, lines: list[str]) -> None:

@@ -56,16 +56,18 @@ def input_gradients_only(module: nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` on every parameter for the duration, then restore it.
 
     Attribution needs gradients with respect to inputs only; this keeps autograd from building
-    weight-gradient graphs and guarantees that no ``.grad`` accumulates on the model.
+    weight-gradient graphs and guarantees that no ``.grad`` accumulates on the model.  Only the
+    parameters that require grad are touched, so inside an already frozen model (the engine freezes
+    the model once for a whole run) it costs one pass over the parameters' flags.
     """
-    flags = [(parameter, parameter.requires_grad) for parameter in module.parameters()]
-    for parameter, _ in flags:
+    frozen = [parameter for parameter in module.parameters() if parameter.requires_grad]
+    for parameter in frozen:
         parameter.requires_grad_(False)
     try:
         yield
     finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
+        for parameter in frozen:
+            parameter.requires_grad_(True)
 
 
 def gradient_leaf(inputs: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,16 @@ def mergeable_norm(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and module.running_mean is not None and module.running_var is not None
 
 
+def run_hooked(model: nn.Module, probe: torch.Tensor, handles: list) -> None:
+    """One forward pass of ``probe`` without gradients, for the hooks behind ``handles``; removes them after."""
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def traced_merge_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, str]]:
     """(linear layer, batch norm) names where the norm's input *is* the linear layer's output, both called once.
 
@@ -110,12 +120,7 @@ def traced_merge_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[str,
             handles.append(module.register_forward_hook(after_linear))
         elif mergeable_norm(module):
             handles.append(module.register_forward_pre_hook(before_norm))
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_hooked(model, probe, handles)
     pairs = []
     for linear, norm in found:
         channels = linear.out_features if isinstance(linear, nn.Linear) else linear.out_channels

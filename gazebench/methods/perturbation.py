@@ -6,12 +6,16 @@ watching the logit change; nothing is differentiated, so ``passes()`` counts for
 Their raw maps are signed contributions; the protocol sums channels and takes the magnitude
 (``postprocess = "abs"``), as for the gradient methods.
 
-Each image is attributed by its own Captum call, in chunks of ``rows_per_pass()`` model inputs
-per forward pass (Captum's ``perturbations_per_eval``; ``--max-batch-elements``), under
+LIME and Kernel SHAP attribute each image by its own Captum call (Captum's advice for them: a
+feature mask and a seed per image); occlusion, which is deterministic, attributes groups of up to
+``rows_per_pass()`` images per call.  Either way a forward pass holds at most ``rows_per_pass()``
+model inputs (Captum's ``perturbations_per_eval``, counted in copies of the call's batch;
+``--max-batch-elements``), under
 ``torch.no_grad()``: memory is one chunk of inputs and activations, never ``n_samples`` of them
-(LIME with 1000 samples on a batch of 8 DenseNet-121 inputs at 224 px runs 32 rows at a time,
-well under 1 GiB).  A model's extra inputs go to Captum as that image's ``additional_forward_args``
-(one row, which Captum repeats for every perturbed copy), so such models need no refusal.
+(LIME with 1000 samples on a batch of 8 DenseNet-121 inputs at 224 px runs 16 rows at a time by
+default, well under 1 GiB).  A model's extra inputs go to Captum as the rows of the call's images
+(``additional_forward_args``, which Captum repeats for every perturbed copy), so such models need
+no refusal.
 
 Randomness: Captum's ``Lime`` and ``KernelShap`` draw their samples from torch's global CPU
 generator (``torch.bernoulli``, ``torch.randn``, ``Categorical.sample`` on CPU tensors).  Each
@@ -259,17 +263,19 @@ class OcclusionMethod(Method):
         stride = min(window, occlusion_pixels(self.params["stride"], side))
         baseline = make_baseline(adapter, inputs, self.params["baseline"])
         occlusion = Occlusion(adapter.module)
+        rows = self.rows_per_pass()
+        group = min(len(inputs), rows)  # images per Captum call; each pass holds `group` x perturbations_per_eval rows
         with torch.no_grad():
             maps = [
                 occlusion.attribute(
-                    inputs[i : i + 1],
+                    images,
                     sliding_window_shapes=(channels, window, window),
                     strides=(channels, stride, stride),
                     baselines=baseline,
-                    target=int(targets[i]),
-                    additional_forward_args=forward_args(tuple(tensor[i : i + 1] for tensor in extra)),
-                    perturbations_per_eval=self.rows_per_pass(),
+                    target=image_targets,
+                    additional_forward_args=forward_args(tuple(image_extra)),
+                    perturbations_per_eval=max(1, rows // len(images)),
                 )
-                for i in range(len(inputs))
+                for images, image_targets, *image_extra in zip(inputs.split(group), targets.split(group), *[tensor.split(group) for tensor in extra])
             ]
         return torch.cat(maps)

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from gazebench.errors import UserError
 from gazebench.methods.deeplift import NONLINEAR_FUNCTIONS, PRODUCT_FUNCTIONS, input_dependent, type_name
 from gazebench.methods.gradient import gradient_leaf, input_gradients_only
+from gazebench.methods.module_stack import ModuleStackMode
 from gazebench.models.base import ModelAdapter
 
 # Nonlinear kernels beyond deeplift's lists: recurrent layers and fused attention (torch's nn.LSTM calls ``lstm``).
@@ -142,56 +142,31 @@ def blank_batch(adapter: ModelAdapter, rows: int, device: torch.device):
     )
 
 
-class CensusMode(TorchFunctionMode):
-    """While active: a module stack (forward hooks on every module of ``model``) and the nonlinear
-    functions each innermost module applies to input-dependent tensors."""
+class CensusMode(ModuleStackMode):
+    """While active: every module that runs (calls, input-dependent calls, first output shape) and the
+    nonlinear functions each innermost module applies to input-dependent tensors."""
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.names = {id(module): name for name, module in model.named_modules()}
-        self.stack: list[nn.Module] = []
+        super().__init__(model)
         self.calls: Counter = Counter()  # id(module) -> calls
         self.input_calls: Counter = Counter()
         self.shapes: dict[int, tuple[int, ...] | None] = {}
         self.order: dict[int, nn.Module] = {}  # modules in order of first call
         self.found: dict[tuple[int, str], None] = {}  # (id(module), function), ordered
-        self.handles: list = []
 
-    def push(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def entered(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         key = id(module)
         self.order.setdefault(key, module)
         self.calls[key] += 1
         self.input_calls[key] += input_dependent(args, kwargs) > 0
-        self.stack.append(module)
 
-    def pop(self, module: nn.Module, args: tuple, output) -> None:
+    def left(self, module: nn.Module, args: tuple, output) -> None:
         self.shapes.setdefault(id(module), tuple(output.shape) if isinstance(output, torch.Tensor) else None)
-        if self.stack and self.stack[-1] is module:
-            self.stack.pop()
 
-    def __enter__(self):
-        for module in self.model.modules():
-            self.handles += [
-                module.register_forward_pre_hook(self.push, with_kwargs=True),
-                module.register_forward_hook(self.pop, always_call=True),
-            ]
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-        return super().__exit__(*exc)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if self.stack:
-            name = getattr(func, "__name__", "")
-            needed = 1 if name in NONLINEAR_FUNCTIONS or name in KERNEL_FUNCTIONS else 2 if name in PRODUCT_FUNCTIONS else 0
-            if needed and input_dependent(args, kwargs) >= needed:
-                self.found.setdefault((id(self.stack[-1]), name), None)
-        return func(*args, **kwargs)
+    def seen(self, module: nn.Module, function: str, args: tuple, kwargs: dict, result) -> None:
+        needed = 1 if function in NONLINEAR_FUNCTIONS or function in KERNEL_FUNCTIONS else 2 if function in PRODUCT_FUNCTIONS else 0
+        if needed and input_dependent(args, kwargs) >= needed:
+            self.found.setdefault((id(module), function), None)
 
     def census(self, model_name: str, input_size: int) -> Census:
         uses = {

@@ -28,6 +28,7 @@ from gazebench.data.splits import write_splits
 from gazebench.device import resolve_device
 from gazebench.errors import UserError
 from gazebench.methods.base import Method, image_seed
+from gazebench.methods.gradient import input_gradients_only
 from gazebench.metrics.base import GazeTargets, Metric, feedable_metrics
 from gazebench.models.base import ModelAdapter
 from gazebench.models.label_map import label_map_record, map_adapter
@@ -237,15 +238,16 @@ def execute_run(run: PreparedRun) -> RunStore:
     batches = [indices[start : start + request.batch_size] for start in range(0, len(indices), request.batch_size)]
     names = [*run.methods, *REFERENCE_MAPS]
     progress = tqdm(total=len(batches) * len(run.methods), desc="attributions + scores", unit="batch")
-    for batch_index, batch_indices in enumerate(batches):
-        todo = {}
-        for name in names:
-            lacking = [metric for metric in run.metrics if metric not in store.shard_metrics(batch_index, name)]
-            if lacking:
-                todo[name] = lacking
-        progress.update(len(run.methods) - len([name for name in todo if name in run.methods]))
-        if todo:
-            run_batch(run, store, priors, batch_index, batch_indices, todo, progress)
+    with input_gradients_only(run.adapter.module):  # once for the run, not once per method call
+        for batch_index, batch_indices in enumerate(batches):
+            todo = {}
+            for name in names:
+                lacking = [metric for metric in run.metrics if metric not in store.shard_metrics(batch_index, name)]
+                if lacking:
+                    todo[name] = lacking
+            progress.update(len(run.methods) - len([name for name in todo if name in run.methods]))
+            if todo:
+                run_batch(run, store, priors, batch_index, batch_indices, todo, progress)
     progress.close()
     write_run_log(store, setting_lines(run, priors))
     return store
