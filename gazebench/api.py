@@ -242,3 +242,21 @@ def run_experiment(config: str | os.PathLike, train_missing: bool = True, **over
         runs = [request.out for _, request in experiment.requests if request.seed == seed]
         boards.append(write_combined_leaderboard(runs, experiment.out, seed, "leaderboard" if len(seeds) == 1 else f"leaderboard-seed{seed}"))
     return boards[0] if len(boards) == 1 else pd.concat([board.assign(seed=seed) for board, seed in zip(boards, seeds)], ignore_index=True)
+
+
+def paper_tables(paper: str, run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """``gazebench tables --paper NAME RUN_DIR...``: the study's tables from run directories, {table name: numbers}.
+
+    With ``out``, each table is also written there as Markdown, CSV and LaTeX (booktabs), with the
+    runs, checkpoints and data that produced it.  A missing ingredient (a run without the needed
+    model, method or metric) is a one-line ``UserError`` naming the command that makes it.
+    """
+    from gazebench.outputs import check_output_dir
+    from gazebench.report.papers import paper_tables as build_tables
+    from gazebench.report.papers.base import write_tables
+
+    tables, runs = build_tables(paper, [Path(run_dir) for run_dir in run_dirs], seed=seed)
+    if out is not None:
+        check_output_dir(Path(out))
+        write_tables(tables, runs, Path(out))
+    return {table.name: table.data for table in tables}

@@ -287,6 +287,27 @@ def score(saliency, gaze, fixations, masks, centre_bias, metrics, device, out) -
     click.echo(f"wrote {len(table)} rows to {out}")
 
 
+@main.command(name="tables")
+@click.option("--paper", required=True, help="The study whose tables to make: mimic2023, shamsul2023.")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for the tables' .md, .csv and .tex files (default: tables/<paper>).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+def tables_command(paper, run_dirs, out, seed) -> None:
+    """A seed study's tables from run directories, laid out as in the paper, with the paper's numbers beside ours.
+
+    Prints the tables as Markdown and writes each as Markdown, CSV and LaTeX (booktabs), saying which runs, checkpoints and data made it.
+    """
+    from gazebench.outputs import check_output_dir, writing
+    from gazebench.report.papers import write_paper_tables
+
+    out = out or Path("tables") / paper
+    check_output_dir(out)
+    with writing(out, "the tables written before the failure"):
+        text, written = write_paper_tables(paper, list(run_dirs), out, seed=seed)
+    click.echo(text)
+    click.echo(f"wrote {len(written)} files to {out}")
+
+
 @main.command(name="leaderboard")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "output_format", type=click.Choice(["md", "csv", "tex"]), default="md", show_default=True)

@@ -26,6 +26,11 @@ def run_region_shares(run_dir: Path) -> pd.DataFrame:
     return RunStore(run_dir).read_region_shares()
 
 
+def run_config(run_dir: Path) -> dict:
+    """The run's config.yaml (model, checkpoint, data, methods, ...); empty when there is none."""
+    return RunStore(run_dir).read_config() or {}
+
+
 def run_seed(run_dir: Path, default: int = 0) -> int:
     """The bootstrap seed a run recorded in config.yaml (``default`` when there is none)."""
     config = RunStore(run_dir).read_config()
