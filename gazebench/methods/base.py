@@ -119,6 +119,14 @@ def forward_args(extra: tuple) -> tuple | None:
     return tuple(extra) if extra else None
 
 
+def row_groups(size: int, inputs: torch.Tensor, targets: torch.Tensor, extra: tuple = ()) -> list[tuple[torch.Tensor, torch.Tensor, tuple]]:
+    """Consecutive groups of at most ``size`` rows: (inputs, targets, extra inputs) of each, in order."""
+    return [
+        (inputs[start : start + size], targets[start : start + size], tuple(tensor[start : start + size] for tensor in extra))
+        for start in range(0, len(inputs), size)
+    ]
+
+
 def repeat_rows(extra: tuple, n_samples: int) -> tuple:
     """Extra inputs expanded image-major like the inputs of sampling methods ([B] -> [B * n])."""
     return tuple(tensor.repeat_interleave(n_samples, dim=0) for tensor in extra)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from captum.attr import LayerConductance, LayerGradCam
 
-from gazebench.methods.base import Method, forward_args
+from gazebench.methods.base import Method, forward_args, row_groups
 from gazebench.methods.gradient import BASELINES, gradient_leaf, input_gradients_only, make_baseline
 from gazebench.registry import METHODS
 
@@ -63,7 +63,6 @@ class ConductanceMethod(Method):
         baseline = make_baseline(adapter, inputs, self.params["baseline"])
         rows = max(2, self.rows_per_pass())  # Captum needs two rows per image in each pass
         group = max(1, rows // 2)  # images per Captum call, so that internal_batch_size = rows holds two rows per image
-        chunks = zip(inputs.split(group), targets.split(group), *[tensor.split(group) for tensor in extra])
         with input_gradients_only(adapter.module):
             maps = [
                 conductance.attribute(
@@ -72,8 +71,8 @@ class ConductanceMethod(Method):
                     target=image_targets,
                     n_steps=self.params["n_steps"],
                     internal_batch_size=rows,
-                    additional_forward_args=forward_args(tuple(image_extra)),
+                    additional_forward_args=forward_args(image_extra),
                 ).detach()
-                for images, image_targets, *image_extra in chunks
+                for images, image_targets, image_extra in row_groups(group, inputs, targets, extra)
             ]
         return torch.cat(maps)

@@ -23,7 +23,7 @@ import torch
 from captum.attr import Saliency
 from torch import nn
 
-from gazebench.methods.base import Method, forward_args, repeat_rows
+from gazebench.methods.base import Method, forward_args, repeat_rows, row_groups
 from gazebench.models.base import ModelAdapter
 from gazebench.registry import METHODS
 
@@ -98,10 +98,9 @@ def gaussian_noise(inputs: torch.Tensor, seeds: list[int], n_samples: int, stdev
 def chunked_gradients(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk_rows: int, extra: tuple = ()) -> torch.Tensor:
     """Input gradients of the target logits (Captum ``Saliency``, signed), ``chunk_rows`` rows per call."""
     saliency = Saliency(module)
-    chunks = zip(inputs.split(chunk_rows), targets.split(chunk_rows), *[t.split(chunk_rows) for t in extra])
     gradients = [
         saliency.attribute(gradient_leaf(rows), target=row_targets, abs=False, additional_forward_args=forward_args(row_extra)).detach()
-        for rows, row_targets, *row_extra in chunks
+        for rows, row_targets, row_extra in row_groups(chunk_rows, inputs, targets, extra)
     ]
     return torch.cat(gradients)
 

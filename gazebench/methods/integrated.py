@@ -12,7 +12,7 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 
-from gazebench.methods.base import Method, forward_args
+from gazebench.methods.base import Method, forward_args, row_groups
 from gazebench.methods.gradient import BASELINES, gradient_leaf, input_gradients_only, make_baseline
 from gazebench.registry import METHODS
 
@@ -52,19 +52,18 @@ class IntegratedGradientsMethod(Method):
         rows = self.rows_per_pass()
         baseline = make_baseline(adapter, inputs, self.params["baseline"])
         integrated = IntegratedGradients(adapter.module)
-        chunks = zip(inputs.split(rows), targets.split(rows), *[tensor.split(rows) for tensor in extra])
         with input_gradients_only(adapter.module):
             maps = [
                 integrated.attribute(
                     gradient_leaf(images),
                     baselines=baseline.expand_as(images),
                     target=image_targets,
-                    additional_forward_args=forward_args(tuple(image_extra)),
+                    additional_forward_args=forward_args(image_extra),
                     n_steps=self.params["n_steps"],
                     method=self.params["method"],
                     internal_batch_size=rows,
                 ).detach()
-                for images, image_targets, *image_extra in chunks
+                for images, image_targets, image_extra in row_groups(rows, inputs, targets, extra)
             ]
         return torch.cat(maps)
 

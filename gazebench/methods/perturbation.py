@@ -53,7 +53,7 @@ from captum.attr import KernelShap, Lime, Occlusion
 from skimage.segmentation import slic
 
 from gazebench.errors import UserError
-from gazebench.methods.base import Method, forward_args
+from gazebench.methods.base import Method, forward_args, row_groups
 from gazebench.methods.gradient import BASELINES, make_baseline
 from gazebench.registry import METHODS
 
@@ -273,9 +273,9 @@ class OcclusionMethod(Method):
                     strides=(channels, stride, stride),
                     baselines=baseline,
                     target=image_targets,
-                    additional_forward_args=forward_args(tuple(image_extra)),
+                    additional_forward_args=forward_args(image_extra),
                     perturbations_per_eval=max(1, rows // len(images)),
                 )
-                for images, image_targets, *image_extra in zip(inputs.split(group), targets.split(group), *[tensor.split(group) for tensor in extra])
+                for images, image_targets, image_extra in row_groups(group, inputs, targets, extra)
             ]
         return torch.cat(maps)
