@@ -10,10 +10,9 @@ less than a second gets more, up to 50, so that it is timed for about 10 s: call
 milliseconds vary by 10-20% from round to round on a busy 2-core CPU), ``GAZEBENCH_BENCH_DEVICE`` (default ``cuda``
 when available, else ``cpu``), ``GAZEBENCH_BENCH_SMOKE=1`` (a quick check that the file works:
 both models at input 64, batch 2, one round, a few samples/steps per method; its times mean nothing).
-``-k "unet_gaze and lime"`` selects pairs.  The full run was not timed on the 2-core CPU; estimated
-from per-row costs it takes tens of minutes there, most of it in the sampling and perturbation
-methods on DenseNet-121 (LIME: 4 x 64 forward rows at 224 per call, 4 calls per side).  Measured: 12
-minutes for the whole file (2026-12-04).
+``-k "unet_gaze and lime"`` selects pairs.  The whole file took 12 min 51 s on the project's 2-core CPU
+(2026-12-04), most of it in the sampling and perturbation methods on DenseNet-121 (LIME: 4 x 64
+forward rows at 224 per call, 4 calls per side).
 
 What is compared.  Two models with random weights and batch-norm statistics (seeded), in eval mode: gazebench's
 ``densenet121`` at input 224 and the embedded ``unet_gaze`` (its recipe's input, 128), a batch of
