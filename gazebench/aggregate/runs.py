@@ -33,8 +33,7 @@ def run_config(run_dir: Path) -> dict:
 
 def run_seed(run_dir: Path, default: int = 0) -> int:
     """The bootstrap seed a run recorded in config.yaml (``default`` when there is none)."""
-    config = RunStore(run_dir).read_config()
-    return (config or {}).get("bootstrap", {}).get("seed", default)
+    return run_config(run_dir).get("bootstrap", {}).get("seed", default)
 
 
 class CombinedRuns(NamedTuple):

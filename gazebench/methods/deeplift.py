@@ -231,9 +231,9 @@ class UnhookedNonlinearities(ModuleStackMode):
     """While active, records nonlinear torch functions that a module's own forward applies to
     input-dependent tensors where no DeepLift rule covers them (functional ``F.relu``, ``x * gate``).
 
-    The module stack says whose forward is running; functions called inside a module with a rule (an ``nn.ReLU`` calls ``F.relu``), outside the
-    model's forward (Captum's own code, the rules in the backward pass), or in modules that
-    ``deeplift_warnings`` already reports are not recorded.  ``found``: {(module type, function
+    The module stack says whose forward is running; functions called inside a module with a rule
+    (an ``nn.ReLU`` calls ``F.relu``), outside the model's forward (Captum's own code, the rules in
+    the backward pass), or in modules that ``deeplift_warnings`` already reports are not recorded.  ``found``: {(module type, function
     name): [dotted module names]}.
     """
 
@@ -322,6 +322,10 @@ class DeepLiftMethod(Method):
     param_aliases = {"baselines": "baseline"}
     param_checks = {"baseline": (lambda b: b in BASELINES, f"one of {', '.join(BASELINES)}")}
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.exact_models: weakref.WeakSet = weakref.WeakSet()  # models check_model found no approximation in
+
     def check_model(self, adapter) -> None:
         """Pre-flight: refuse a model on which DeepLift would not be exact, naming the first module.
 
@@ -339,10 +343,6 @@ class DeepLiftMethod(Method):
             raise UserError(f"{approximations[0]}{more}; DeepLift would use plain gradients there, so its map would not be DeepLift's: deeplift:approximate=true runs it anyway and lists the approximations in run.log")
         if not approximations:
             self.exact_models.add(adapter.module)
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.exact_models: weakref.WeakSet = weakref.WeakSet()  # models check_model found no approximation in
 
     def attribute(self, adapter, inputs, targets, seeds, extra=()):
         """DeepLift's attributions; unless ``check_model`` found the model exact, the run-time check
