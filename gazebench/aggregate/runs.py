@@ -1,7 +1,7 @@
 """Reading run directories back: the store's rows of one run or of several, and the run's seed.
 
 Aggregation reads only what a run stored (``gazebench.run.store``): ``scores/*.parquet``,
-``regions/*.parquet`` and ``config.yaml``.
+``regions/*.parquet``, ``predictions/*.parquet`` and ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ def run_rows(run_dir: Path) -> pd.DataFrame:
 def run_region_shares(run_dir: Path) -> pd.DataFrame:
     """The region-share rows of one run (empty when its data have no regions)."""
     return RunStore(run_dir).read_region_shares()
+
+
+def run_predictions(run_dir: Path) -> pd.DataFrame:
+    """Every scored image's probability and label per model output (empty for a run made before predictions were stored)."""
+    return RunStore(run_dir).read_predictions()
 
 
 def run_config(run_dir: Path) -> dict:

@@ -4,7 +4,9 @@
   their README;
 - ``recipes/``: one YAML of training recipes per model (``paper``, ``embedded``, ...);
 - ``label_maps/``: the default maps from a dataset's classes to a model's outputs;
-- ``reported/``: the numbers the seed studies report, machine-readable.
+- ``reported/``: the numbers the seed studies report, machine-readable;
+- ``studies/``: what ``gazebench reproduce NAME`` runs for each study: an experiment file (models,
+  methods, metrics) plus the study's table set (``paper``) and figures.
 
 The repository's top-level ``data_manifests/`` and ``baselines/`` hold the same files for people
 to browse; ``tests/test_resources.py`` keeps them byte-identical to these.
@@ -15,7 +17,7 @@ from __future__ import annotations
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-KINDS = ("manifests", "recipes", "label_maps", "reported")
+KINDS = ("manifests", "recipes", "label_maps", "reported", "studies")
 
 
 def resource(kind: str, name: str) -> Traversable:

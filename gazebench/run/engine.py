@@ -44,9 +44,9 @@ from gazebench.run.pairs import (
 from gazebench.run.priors import GazePriors, compute_priors
 from gazebench.run.references import reference_maps
 from gazebench.run.request import LoadedModel, RunRequest
-from gazebench.run.rows import RowContext, region_share_rows, score_rows
+from gazebench.run.rows import RowContext, prediction_rows, region_share_rows, score_rows
 from gazebench.run.runlog import write_run_log
-from gazebench.run.store import GAZE_METHOD, RunStore
+from gazebench.run.store import EXAMPLE_IMAGES, GAZE_METHOD, PREDICTION_SCHEMA, RunStore
 
 NO_TARGET = "image(s) with no positive label to explain (no row)"
 
@@ -215,7 +215,7 @@ def reference_config(run: PreparedRun, priors: GazePriors) -> dict:
 
 
 def execute_run(run: PreparedRun) -> RunStore:
-    """Fill the run directory: config, priors, splits, notes, score and region-share shards, run.log.
+    """Fill the run directory: config, priors, splits, notes, predictions, score and region-share shards, run.log.
 
     A (batch, method) shard is computed when it is missing, or extended when it lacks metrics the
     request asks for; an image that cannot be decoded is skipped and noted (``strict`` stops).
@@ -246,7 +246,7 @@ def execute_run(run: PreparedRun) -> RunStore:
                 if lacking:
                     todo[name] = lacking
             progress.update(len(run.methods) - len([name for name in todo if name in run.methods]))
-            if todo:
+            if todo or not store.has_predictions(batch_index):
                 run_batch(run, store, priors, batch_index, batch_indices, todo, progress)
     progress.close()
     write_run_log(store, setting_lines(run, priors))
@@ -262,14 +262,22 @@ def run_batch(run: PreparedRun, store: RunStore, priors: GazePriors, batch_index
         note["skipped"][UNREADABLE_REASON] = len(unreadable)
     if not samples:
         store.write_note(batch_index, note)
+        store.write_predictions(batch_index, pd.DataFrame(columns=list(PREDICTION_SCHEMA)))
         progress.update(len([name for name in todo if name in run.methods]))
         return
     batch = collate(samples).to(run.device)
     pairs = explanation_pairs(run.adapter, batch, request.target, run.dataset.multi_label)
+    if not store.has_predictions(batch_index):
+        store.write_predictions(batch_index, prediction_rows(run.context, batch, pairs.probabilities))
     if no_target := len(batch) - len(set(pairs.rows)):
         note["skipped"][NO_TARGET] = no_target
     store.write_note(batch_index, note)
     groups = gaze_groups(pairs, merged_targets(run, pairs, priors)) if pairs.rows else []
+    keep_maps = bool(groups) and int(batch_indices[0]) < EXAMPLE_IMAGES
+    if keep_maps:
+        for name, maps in (("radiograph", batch.images[:, 0]), ("gaze", batch.gaze)):
+            if not store.has_maps(batch_index, name, is_input=True):
+                store.write_maps(batch_index, name, batch.image_ids, maps.detach().cpu().numpy(), is_input=True)
     with_regions = bool(groups) and bool(pairs.batch.regions)
     if with_regions and not store.region_shard_path(batch_index, GAZE_METHOD).is_file():
         store.write_region_shard(batch_index, GAZE_METHOD, region_share_rows(run.context, pairs, groups[0], GAZE_METHOD, groups[0].batch.gaze))
@@ -280,6 +288,8 @@ def run_batch(run: PreparedRun, store: RunStore, priors: GazePriors, batch_index
             if run.methods[name].warnings:
                 store.write_note(batch_index, {"warnings": [warning_line(name, message) for message in run.methods[name].warnings]}, method=name)
             params = run.methods[name].params
+            if keep_maps and not store.has_maps(batch_index, name):
+                store.write_maps(batch_index, name, groups[0].batch.image_ids, maps[0].detach().cpu().numpy(), [run.context.class_names[t] for t in pairs.targets.tolist()])
             if with_regions and not store.region_shard_path(batch_index, name).is_file():
                 store.write_region_shard(batch_index, name, region_share_rows(run.context, pairs, groups[0], name, maps[0]))
         else:

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gazebench.data.sample import Batch
 from gazebench.metrics.base import Metric
 from gazebench.metrics.regions import region_shares
 from gazebench.metrics.scoring import score_maps
 from gazebench.run.pairs import ExplanationPairs, GazeGroup, true_label
-from gazebench.run.store import REGION_KEYS, ROW_SCHEMA
+from gazebench.run.store import PREDICTION_SCHEMA, REGION_KEYS, ROW_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,30 @@ def region_share_rows(context: RowContext, pairs: ExplanationPairs, group: GazeG
     shares, names = region_shares(maps, group.batch.regions)
     keys = _base_rows(context, pairs, group, method_name, {})[list(REGION_KEYS)]
     return keys.assign(**{name: shares[:, column].double().cpu().numpy() for column, name in enumerate(names)})
+
+
+def prediction_rows(context: RowContext, batch: Batch, probabilities: torch.Tensor) -> pd.DataFrame:
+    """PREDICTION_SCHEMA rows: each image's probability of each model output and its label for it
+    (1 / 0, NaN when uncertain or when the data lack the class), so that tables can compute AUROC."""
+    n_images, n_classes = probabilities.shape
+    labels = np.full((n_images, n_classes), np.nan)
+    dataset_labels = batch.labels.detach().cpu().double().numpy()
+    for output, index in enumerate(context.class_index):
+        if index >= 0:
+            labels[:, output] = dataset_labels[:, index]
+    return pd.DataFrame(
+        {
+            "dataset": context.dataset,
+            "split": context.split,
+            "image_id": np.repeat(batch.image_ids, n_classes),
+            "patient_id": np.repeat(batch.patient_ids, n_classes),
+            "model": context.model,
+            "checkpoint": context.checkpoint[:12],
+            "class": np.tile(context.class_names, n_images),
+            "label": labels.reshape(-1),
+            "prob": probabilities.detach().cpu().double().numpy().reshape(-1),
+        }
+    )[list(PREDICTION_SCHEMA)]
 
 
 def _metric_rows(context: RowContext, pairs: ExplanationPairs, group: GazeGroup, method_name: str, params: dict, maps: torch.Tensor, metrics: dict[str, Metric]) -> pd.DataFrame:

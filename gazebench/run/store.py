@@ -1,4 +1,4 @@
-"""The run directory: config.yaml, Parquet score and region-share shards, run.log; resumable and atomic.
+"""The run directory: config.yaml, Parquet score, region-share and prediction shards, run.log; resumable and atomic.
 
 The run loop ends here: it writes what it computed, and ``gazebench.aggregate`` reads it back.
 Each (batch, method) pair is one shard, written to a temporary file and renamed, so a shard
@@ -12,10 +12,12 @@ so that ``run.log`` describes the directory as a whole, whatever the history of 
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,8 +32,12 @@ ROW_SCHEMA = (
     "dataset", "split", "image_id", "patient_id", "reader", "target", "label", "pred", "prob", "correct",
     "model", "checkpoint", "method", "method_params", "metric", "value", "protocol",
 )
+# one row per (image, model output): every scored image's predicted probability and true label, for AUROC tables
+PREDICTION_SCHEMA = ("dataset", "split", "image_id", "patient_id", "model", "checkpoint", "class", "label", "prob")
 # the key columns of every region-share shard (one row per map), then one float column per region
 REGION_KEYS = ("image_id", "patient_id", "target", "correct", "model", "method")
+# the maps of the run's first images are kept (uint8, min-max per map) for the figures that show maps
+EXAMPLE_IMAGES = 32
 SHARD_METRICS = b"gazebench_metrics"  # Parquet metadata key: the metrics a score shard was scored with
 GAZE_METHOD = "gaze"  # the ``method`` of the region-share rows that hold the gaze density's shares
 # config keys that may differ when resuming: where and in what chunks it runs; methods and metrics may be added
@@ -44,6 +50,8 @@ class RunStore:
         self.out = Path(out)
         self.scores = self.out / "scores"
         self.regions = self.out / "regions"  # region shares per (batch, method), for the region analysis
+        self.predictions = self.out / "predictions"  # per batch: every image's probability of every class, and its labels
+        self.maps = self.out / "maps"  # the first EXAMPLE_IMAGES images: radiograph and gaze on the grid, and every method's maps
 
     def open(self, config: dict) -> dict:
         """Create the run directory, or check that an existing one holds the same run; returns the stored config.
@@ -71,7 +79,7 @@ class RunStore:
 
     def remove_partial_writes(self) -> None:
         """Delete the temporary files a killed run left (``write_atomic``'s ``.NAME.*.tmp``); the caller holds the run's lock."""
-        for folder in (self.out, self.scores, self.regions, self.out / "notes"):
+        for folder in (self.out, self.scores, self.regions, self.predictions, self.maps, self.out / "notes"):
             for leftover in folder.glob(".*.tmp") if folder.is_dir() else []:
                 leftover.unlink(missing_ok=True)
 
@@ -116,6 +124,52 @@ class RunStore:
 
     def read_region_shares(self) -> pd.DataFrame:
         return _read_shards(self.regions)
+
+    def prediction_path(self, batch_index: int) -> Path:
+        return self.predictions / f"batch{batch_index:05d}.parquet"
+
+    def has_predictions(self, batch_index: int) -> bool:
+        return self.prediction_path(batch_index).is_file()
+
+    def write_predictions(self, batch_index: int, rows: pd.DataFrame) -> None:
+        """One batch's predictions (PREDICTION_SCHEMA); a batch whose images were all unreadable has an empty shard."""
+        write_atomic(self.prediction_path(batch_index), rows.to_parquet(index=False))
+
+    def read_predictions(self) -> pd.DataFrame:
+        return _read_shards(self.predictions)
+
+    def maps_path(self, batch_index: int, name: str, is_input: bool = False) -> Path:
+        """``batchNNNNN-<method>.npz`` (a method's maps) or ``batchNNNNN.<input>.npz`` (``radiograph``, ``gaze``)."""
+        return self.maps / (f"batch{batch_index:05d}.{name}.npz" if is_input else f"batch{batch_index:05d}-{name}.npz")
+
+    def write_maps(self, batch_index: int, name: str, image_ids: list[str], maps: np.ndarray, targets: list[str] | None = None, is_input: bool = False) -> None:
+        """Maps [N, G, G] of ``image_ids`` (and the classes they explain), as uint8 scaled to each map's min-max.
+
+        A method's maps are written before its score shard, so a finished run has the maps of its first images.
+        """
+        maps = np.nan_to_num(np.asarray(maps, dtype=np.float64))
+        low, high = maps.min(axis=(1, 2)), maps.max(axis=(1, 2))
+        span = np.where(high > low, high - low, 1.0)
+        quantised = np.rint((maps - low[:, None, None]) / span[:, None, None] * 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, image_ids=np.asarray(image_ids, dtype=str), targets=np.asarray(targets or [""] * len(image_ids), dtype=str), maps=quantised, low=low, high=high)
+        write_atomic(self.maps_path(batch_index, name, is_input), buffer.getvalue())
+
+    def has_maps(self, batch_index: int, name: str, is_input: bool = False) -> bool:
+        return self.maps_path(batch_index, name, is_input).is_file()
+
+    def read_maps(self) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+        """(method -> contents of its map files, input -> contents): ``image_ids``, ``targets``, ``maps`` (float, back in [low, high])."""
+        methods: dict[str, list[dict]] = {}
+        inputs: dict[str, list[dict]] = {}
+        for path in sorted(self.maps.glob("*.npz")) if self.maps.is_dir() else []:
+            stem = path.name[: -len(".npz")]
+            is_input = "-" not in stem
+            name = stem.split(".", 1)[1] if is_input else stem.split("-", 1)[1]
+            with np.load(path) as stored:
+                maps = stored["low"][:, None, None] + stored["maps"].astype(np.float64) / 255 * (stored["high"] - stored["low"])[:, None, None]
+                (inputs if is_input else methods).setdefault(name, []).append({"image_ids": stored["image_ids"].tolist(), "targets": stored["targets"].tolist(), "maps": maps})
+        return methods, inputs
 
     def read_config(self) -> dict | None:
         """config.yaml as a dict, or None when the directory holds no run."""

@@ -44,7 +44,7 @@ def localisation(method, metric, i):
 
 
 def test_both_studies_are_offered():
-    assert set(PAPERS) == {"mimic2023", "shamsul2023"}
+    assert set(PAPERS) == {"karargyris2021", "kim2022", "mimic2023", "shamsul2023", "watanabe2022"}
 
 
 def test_shamsul2023_lays_out_iou_and_hit_rate_per_method_and_class_with_the_papers_finding(tmp_path):
@@ -134,7 +134,7 @@ def test_the_cli_writes_md_csv_tex_and_refuses_in_one_line_with_exit_2_writing_n
     assert "| densenet121 | LRP | all classes |" in result.output and result.output.endswith(f"wrote 3 files to {tmp_path / 'tables'}\n")
     assert sorted(path.name for path in (tmp_path / "tables").iterdir()) == ["shamsul2023_localisation.csv", "shamsul2023_localisation.md", "shamsul2023_localisation.tex"]
     for paper, runs, words in (
-        ("kim2099", [run], "unknown paper 'kim2099'; tables exist for: mimic2023, shamsul2023"),
+        ("kim2099", [run], "unknown paper 'kim2099'; tables exist for: karargyris2021, kim2022, mimic2023, shamsul2023, watanabe2022"),
         ("mimic2023", [run], "needs a run of model mimic_guided"),
         ("shamsul2023", [tmp_path / "nowhere"], "holds no score rows"),
     ):

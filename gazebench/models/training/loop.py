@@ -36,10 +36,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gazebench.atomic import write_atomic
-from gazebench.bootstrap import BOOTSTRAP, patient_draws, percentile_interval
+from gazebench.auroc import auroc_ovr, bootstrap_auroc_ci  # noqa: F401 (re-exported: training reports them)
 from gazebench.data.sample import Sample, collate
 from gazebench.errors import UserError
-from gazebench.metrics.ops import average_ranks
 from gazebench.models.base import ModelAdapter
 from gazebench.models.checkpoint import save_checkpoint
 from gazebench.models.spec import ModelSpec
@@ -342,55 +341,3 @@ def evaluate_auroc(
         intervals = bootstrap_auroc_ci(probs, labels, [s.patient_id for s in samples], n_boot, seed)
         result["ci"] = dict(zip(adapter.class_names, intervals))
     return result
-
-
-def auroc_ovr(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """One-vs-rest AUROC per class [C] from scores [N, C] and labels [N, C] (1 / 0 / NaN).
-
-    Mann-Whitney form: ``(sum of positive ranks - P(P+1)/2) / (P * N)`` with average ranks for
-    ties (a tied positive/negative pair counts one half), over the images whose label for the
-    class is known (NaN = uncertain, left out).  NaN for a class without positives or negatives.
-    """
-    scores = probs.detach().to(torch.float64).cpu()
-    labels = labels.detach().to(torch.float64).cpu()
-    aurocs = torch.full((scores.shape[1],), math.nan, dtype=torch.float64)
-    for cls in range(scores.shape[1]):
-        known = ~labels[:, cls].isnan()
-        positive = labels[known, cls] == 1
-        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-        if n_pos == 0 or n_neg == 0:
-            continue
-        ranks = average_ranks(scores[known, cls])
-        aurocs[cls] = (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    return aurocs
-
-
-def bootstrap_auroc_ci(
-    probs: torch.Tensor,
-    labels: torch.Tensor,
-    groups: Sequence[str],
-    n_boot: int = BOOTSTRAP["replicates"],
-    seed: int = 0,
-    level: float = BOOTSTRAP["level"],
-) -> list[tuple[float, float]]:
-    """Percentile bootstrap interval of each class's one-vs-rest AUROC, resampling ``groups``.
-
-    ``groups`` (patient ids) label the rows; a replicate draws groups with replacement and takes
-    all their images, so images of one patient move together (gazebench/bootstrap.py: the same
-    draws as the leaderboard's, groups in sorted-id order).  Replicates where a class lacks
-    positives or negatives are left out of that class's interval; a class with no scorable
-    replicate gets (NaN, NaN).
-    """
-    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(group_index.max()) + 1 if len(groups) else 0
-    members = [np.flatnonzero(group_index == g) for g in range(n_groups)]
-    replicates = []
-    for drawn in patient_draws(n_groups, n_boot, seed) if n_groups else []:
-        rows = torch.from_numpy(np.concatenate([members[g] for g in drawn]))
-        replicates.append(auroc_ovr(probs[rows], labels[rows]))
-    table = torch.stack(replicates).numpy() if replicates else np.full((0, probs.shape[1]), np.nan)
-    intervals = []
-    for column in table.T:
-        defined = column[~np.isnan(column)]
-        intervals.append(tuple(float(v) for v in percentile_interval(defined, level)) if len(defined) else (math.nan, math.nan))
-    return intervals

@@ -1,6 +1,6 @@
 """The seed studies' tables from run directories: ``gazebench tables --paper NAME RUN_DIR...``.
 
-One module per study (``shamsul2023``, ``mimic2023``), each with ``tables(runs, n_boot, seed)``
+One module per study (``karargyris2021``, ``kim2022``, ``mimic2023``, ``shamsul2023``, ``watanabe2022``), each with ``tables(runs, n_boot, seed)``
 returning ``base.PaperTable`` s laid out as in the paper, with the paper's numbers beside ours where
 it reports them.  ``paper_tables`` reads the runs and builds the tables; ``write_paper_tables``
 also writes them as Markdown, CSV and LaTeX (booktabs) with the runs, checkpoints and data that
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from gazebench.bootstrap import BOOTSTRAP
 from gazebench.errors import UserError
-from gazebench.report.papers import mimic2023, shamsul2023
+from gazebench.report.papers import karargyris2021, kim2022, mimic2023, shamsul2023, watanabe2022
 from gazebench.report.papers.base import PaperTable, RunInfo, markdown, read_runs, write_tables
 
-PAPERS = {module.NAME: module for module in (mimic2023, shamsul2023)}
+PAPERS = {module.NAME: module for module in (karargyris2021, kim2022, mimic2023, shamsul2023, watanabe2022)}
 
 
 def paper_tables(paper: str, run_dirs: list[Path], n_boot: int = BOOTSTRAP["replicates"], seed: int = 0) -> tuple[list[PaperTable], list[RunInfo]]:

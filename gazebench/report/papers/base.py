@@ -16,8 +16,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from gazebench.aggregate.runs import run_config, run_rows
+from gazebench.aggregate.classification import MEAN, auroc_table
+from gazebench.aggregate.runs import run_config, run_predictions, run_rows
 from gazebench.atomic import write_atomic
+from gazebench.bootstrap import BOOTSTRAP
 from gazebench.errors import UserError
 from gazebench.resources import resource
 
@@ -36,6 +38,7 @@ class RunInfo:
     methods: tuple[str, ...]
     metrics: tuple[str, ...]
     rows: pd.DataFrame = field(compare=False, repr=False)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False, repr=False)  # empty for runs made before they were stored
 
     def describe(self) -> str:
         """``runs/x: model unet_gaze (checkpoint ..., sha256 0a1b2c3d4e5f), data synth test (62 images)``."""
@@ -76,6 +79,7 @@ def read_runs(run_dirs: list[Path]) -> list[RunInfo]:
                 methods=tuple(sorted(rows["method"].unique())),
                 metrics=tuple(sorted(rows["metric"].unique())),
                 rows=rows,
+                predictions=run_predictions(run_dir),
             )
         )
     return runs
@@ -89,6 +93,75 @@ def reported(study: str) -> dict:
 def missing(paper: str, what: str, command: str) -> UserError:
     """The one-line refusal of a table whose ingredient no run holds."""
     return UserError(f"tables --paper {paper} needs {what}; make it with: {command}")
+
+
+def runs_of(paper: str, runs: list[RunInfo], model: str, command: str, what: str | None = None) -> RunInfo:
+    """The one run of ``model`` among ``runs``; refused (naming ``command``) when there is none or several."""
+    found = [run for run in runs if run.model == model]
+    if not found:
+        raise missing(paper, what or f"a run of model {model} (the runs given hold {', '.join(sorted({run.model for run in runs}))})", command)
+    if len(found) > 1:
+        raise UserError(f"tables --paper {paper} takes one run of model {model}; got {len(found)}: {', '.join(str(run.path) for run in found)}")
+    return found[0]
+
+
+def auroc_of(paper: str, run: RunInfo, n_boot: int, seed: int) -> pd.DataFrame:
+    """The run's AUROC table (``aggregate.classification.auroc_table``); a run without stored predictions is refused."""
+    if run.predictions.empty:
+        again = f"the `gazebench run --model {run.model} --out {run.path} ...` that made it, again (a finished run only adds them)"
+        raise missing(paper, f"the predictions of {run.path} (it was made before runs stored them)", again)
+    return auroc_table(run.predictions, n_boot, seed).set_index("class")
+
+
+@dataclass(frozen=True)
+class AurocColumn:
+    """One model's AUROC column of a study's table: its run, its label, the paper's numbers for it (class -> value or {value, ci95})."""
+
+    label: str
+    run: RunInfo
+    paper: dict = field(default_factory=dict)
+
+
+def auroc_side_by_side(name: str, title: str, columns: list[AurocColumn], n_boot: int, seed: int, notes: list[str], paper_classes: bool = True) -> PaperTable:
+    """Rows: the models' classes (then, with ``paper_classes``, classes only the paper reports), then the mean.
+
+    Per model: our AUROC [95% CI] and, when the paper reports any number for it, the paper's
+    beside it; last, the images (positives) of the first model.  The CSV holds the numbers.
+    """
+    aurocs = [auroc_of(name, column.run, n_boot, seed) for column in columns]
+    classes = list(dict.fromkeys(c for table in aurocs for c in table.index if c != MEAN))
+    if paper_classes:
+        classes += [c for column in columns for c in column.paper if c != MEAN and c not in classes]
+    header, cells, records = ["class"], [], []
+    for column in columns:
+        header += [f"{column.label} AUROC [95% CI]"] + ([f"{column.label} (paper)"] if column.paper else [])
+    header.append("n (positives)")
+    for cls in [*classes, MEAN]:
+        row, record = [cls], {"class": cls}
+        for column, table in zip(columns, aurocs):
+            ours = table.loc[cls] if cls in table.index else pd.Series({"auroc": math.nan, "ci_low": math.nan, "ci_high": math.nan})
+            theirs = paper_value(column.paper.get(cls))
+            row.append(interval(ours["auroc"], ours["ci_low"], ours["ci_high"]) if cls in table.index else "not in these data")
+            if column.paper:
+                row.append(interval(*theirs))
+            record |= {f"{column.label} {stat}": ours[stat] for stat in ("auroc", "ci_low", "ci_high")}
+            record |= {f"{column.label} paper{suffix}": value for suffix, value in zip(("", " ci_low", " ci_high"), theirs)}
+        first = aurocs[0].loc[cls] if cls in aurocs[0].index else None
+        row.append("-" if first is None else f"{int(first['n'])}" + ("" if cls == MEAN else f" ({int(first['n_positive'])})"))
+        cells.append(row)
+        records.append(record)
+    notes = notes + [f"Ours: one-vs-rest AUROC of each run's stored predictions with patient-bootstrap {BOOTSTRAP['level']:.0%} CIs ({n_boot} replicates); mean over the classes; '-': not reported."]
+    return PaperTable(f"{name}_auroc", title, header, cells, pd.DataFrame(records), notes)
+
+
+def paper_value(reported_value) -> tuple[float, float, float]:
+    """(value, ci_low, ci_high) of a reported number: a float, or ``{value, ci95: [low, high]}``; NaN where absent."""
+    if reported_value is None:
+        return math.nan, math.nan, math.nan
+    if isinstance(reported_value, dict):
+        low, high = reported_value.get("ci95", (math.nan, math.nan))
+        return float(reported_value["value"]), float(low), float(high)
+    return float(reported_value), math.nan, math.nan
 
 
 def interval(mean: float, low: float, high: float, digits: int = 3) -> str:

@@ -15,6 +15,7 @@ from gazebench.aggregate.runs import combine_runs
 from gazebench.aggregate.statistics import cell_statistics, with_gaze_scope
 from gazebench.bootstrap import BOOTSTRAP
 from gazebench.errors import UserError
+from gazebench.protocol import REFERENCE_MAPS
 from gazebench.report.papers.base import PaperTable, RunInfo, interval, missing, percent, reported
 
 NAME = "mimic2023"
@@ -36,7 +37,7 @@ def tables(runs: list[RunInfo], n_boot: int = BOOTSTRAP["replicates"], seed: int
         for run in (guided_run, plain_run):
             if metric not in run.metrics:
                 raise missing(NAME, f"metric {metric} in {run.path}", f"gazebench run --model {run.model} --metrics kl,nss --out {run.path} (a run grows: only the missing metric is computed)")
-    methods = sorted(set(guided_run.methods) & set(plain_run.methods) - {"centre_bias", "uniform", "edges", "interobserver"})
+    methods = sorted(set(guided_run.methods) & set(plain_run.methods) - set(REFERENCE_MAPS))
     if not methods:
         held = f"{guided_run.path}: {', '.join(guided_run.methods)}; {plain_run.path}: {', '.join(plain_run.methods)}"
         raise missing(NAME, f"a method both runs hold ({held})", f"gazebench run --model {GUIDED} --methods gradcam --out DIR")
