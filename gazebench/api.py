@@ -43,7 +43,8 @@ same weights are recognisably the same model.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -67,6 +68,9 @@ from gazebench.report.sanity import write_outputs
 from gazebench.run.engine import benchmark
 from gazebench.run.request import LoadedModel, RunRequest
 from gazebench.run.sanity import cascade_config, run_cascade
+
+if typing.TYPE_CHECKING:
+    from gazebench.report.study_outputs import StudyOutputs
 
 ACTIVATIONS = ("sigmoid", "softmax")
 FIXED_FIELDS = {"data", "root", "split", "checkpoint", "label_map"}  # run_benchmark's own parameters (checkpoint: the adapter is in memory)
@@ -148,6 +152,7 @@ def run_benchmark(
     metrics: str | Sequence[str] = "all",
     out: str | os.PathLike | None = None,
     label_map: object = None,
+    report: bool = True,
     **options,
 ) -> pd.DataFrame:
     """Score ``adapter``'s maps against gaze on ``data``; fill the run directory ``out``; return the leaderboard.
@@ -157,18 +162,20 @@ def run_benchmark(
     ``labels``).  ``out`` defaults to ``runs/<adapter name>-<data>-<split>-seed<seed>`` (the
     name made file-safe, as ``gazebench run`` does); running again with the same ``out``
     resumes.  ``label_map`` (a YAML path, a mapping or a LabelMap) maps the data's classes onto
-    the model's outputs when they differ.
+    the model's outputs when they differ.  ``report=False`` (``--no-report``): no ``out/report.html``.
     """
     allowed = [name for name in RunRequest.option_names() if name not in FIXED_FIELDS]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise UserError(f"run_benchmark: unknown options {unknown}; choose from: {', '.join(allowed)}")
     request = RunRequest.create(adapter.name, methods, metrics, out, data=data, root=root, split=split, label_map=label_map, **options)
-    return benchmark_and_report(request, LoadedModel(adapter, None, state_dict_sha256(adapter.module)))
+    return benchmark_and_report(request, LoadedModel(adapter, None, state_dict_sha256(adapter.module)), report=report)
 
 
-def benchmark_and_report(request: RunRequest, model: LoadedModel | Callable[[], LoadedModel]) -> pd.DataFrame:
+def benchmark_and_report(request: RunRequest, model: LoadedModel | Callable[[], LoadedModel], report: bool = True) -> pd.DataFrame:
     """Fill ``request.out`` and write its reports; returns the leaderboard (``gazebench run`` and ``run_benchmark``).
+
+    The tables, the figures (``figures/``) and, with ``report``, the HTML report ``report.html``.
 
     The output folder is checked before any work and locked while the run writes to it (a
     second run on it is refused); a failed write (permission, no space left) ends in one line
@@ -176,7 +183,7 @@ def benchmark_and_report(request: RunRequest, model: LoadedModel | Callable[[], 
     """
     with exclusive(request.out), writing(request.out, f"the finished shards are kept in {request.out}; free space or fix the folder, then the same command resumes"):
         benchmark(request, model)
-        return write_run_outputs(request.out)
+        return write_run_outputs(request.out, report=report)
 
 
 def sanity_check(
@@ -208,9 +215,10 @@ def sanity_check(
     return result
 
 
-def run_experiment(config: str | os.PathLike, train_missing: bool = True, **overrides) -> pd.DataFrame:
+def run_experiment(config: str | os.PathLike, train_missing: bool = True, report: bool = True, **overrides) -> pd.DataFrame:
     """``gazebench run --config FILE``: every (model, seed) of the experiment file into its own run directory
-    under the experiment's ``out``, then the combined leaderboard there (one per seed when there are several).
+    under the experiment's ``out``, then the combined leaderboard there (one per seed when there are several)
+    and, with ``report``, each run's report.html and the experiment's (``report.html``, or ``report-seed<N>.html``).
 
     ``overrides`` are the file's keys (``models``, ``methods``, ``metrics``, ``out``, ``seeds``,
     ``data`` as a mapping, ``limit``, ...), None meaning "not given"; they replace the file's values.
@@ -223,6 +231,7 @@ def run_experiment(config: str | os.PathLike, train_missing: bool = True, **over
     from gazebench.atomic import write_atomic
     from gazebench.models.training.jobs import adapter_for_run
     from gazebench.outputs import check_output_dir
+    from gazebench.report.html import write_report
     from gazebench.report.run_outputs import write_combined_leaderboard
     from gazebench.run.experiment import read_experiment, resolve_experiment
 
@@ -235,13 +244,28 @@ def run_experiment(config: str | os.PathLike, train_missing: bool = True, **over
         check_output_dir(request.out)
     for entry, request in experiment.requests:
         loader = lambda entry=entry, request=request: LoadedModel(*adapter_for_run(entry.name, entry.checkpoint, request.data, request.root, request.images_root, request.device, train_missing=train_missing))
-        benchmark_and_report(request, loader)
+        benchmark_and_report(request, loader, report=report)
     seeds = experiment.resolved["seeds"]
     boards = []
     for seed in seeds:
         runs = [request.out for _, request in experiment.requests if request.seed == seed]
         boards.append(write_combined_leaderboard(runs, experiment.out, seed, "leaderboard" if len(seeds) == 1 else f"leaderboard-seed{seed}"))
+        if report:
+            write_report(runs, experiment.out / ("report.html" if len(seeds) == 1 else f"report-seed{seed}.html"))
     return boards[0] if len(boards) == 1 else pd.concat([board.assign(seed=seed) for board, seed in zip(boards, seeds)], ignore_index=True)
+
+
+def report(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
+    """``gazebench report RUN_DIR... [--out FILE]``: one self-contained HTML file (no network needed to open it) with
+    each run's leaderboard (sortable), figures, breakdown by class, region analysis, data summary, configuration and,
+    for credentialed data, data-use notice, and with several runs their combined leaderboard.
+
+    ``out`` defaults to ``RUN_DIR/report.html`` for one run and is required for several; returns the file written.
+    A folder that is not a run, a run given twice or a missing ``out`` is a one-line ``UserError``.
+    """
+    from gazebench.report.html import write_report
+
+    return write_report([run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs), out)
 
 
 def paper_tables(paper: str, run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -260,3 +284,62 @@ def paper_tables(paper: str, run_dirs: Sequence[str | os.PathLike], out: str | o
         check_output_dir(Path(out))
         write_tables(tables, runs, Path(out))
     return {table.name: table.data for table in tables}
+
+
+def reproduce(
+    study: str,
+    out: str | os.PathLike,
+    data: str = "synth",
+    root: str | os.PathLike | None = None,
+    images_root: str | os.PathLike | None = None,
+    checkpoints: Mapping[str, str | os.PathLike] | None = None,
+    device: str = "auto",
+    limit: int | None = None,
+    seed: int = 0,
+    train_missing: bool = True,
+) -> "StudyOutputs":
+    """``gazebench reproduce NAME --out DIR``: everything a seed study needs, in one resumable command.
+
+    Trains each of the study's models with its recipe (the cached embedded models on the embedded
+    data; on other data ``DIR/models/<model>.pt``, unless ``checkpoints`` gives one), runs the
+    study's methods and metrics into ``DIR/runs/<model>`` (an experiment: ``DIR/study.yaml``), then
+    writes the study's tables (``DIR/tables``), figures (``DIR/figures``) and ``DIR/report.html``.
+    Running it again reuses finished training and finished runs.  Returns the tables' Markdown and the files written.
+    """
+    import yaml
+
+    from gazebench.atomic import write_atomic
+    from gazebench.models.training.jobs import train_job
+    from gazebench.outputs import check_output_dir
+    from gazebench.report.study_outputs import write_study_outputs
+    from gazebench.run.experiment import read_experiment, resolve_experiment
+    from gazebench.studies import load_study
+
+    chosen = load_study(study)
+    out = Path(out)
+    checkpoints = {name: Path(path) for name, path in (checkpoints or {}).items()}
+    unknown = sorted(set(checkpoints) - set(chosen.models))
+    if unknown:
+        raise UserError(f"--checkpoint names {', '.join(unknown)}, which study {study} does not use; its models: {', '.join(chosen.models)}")
+    for name, path in checkpoints.items():
+        if not path.is_file():
+            raise UserError(f"--checkpoint {name}={path}: no such file")
+    check_output_dir(out)
+    embedded = data == "synth" and root is None
+    for model in chosen.models:
+        if model not in checkpoints and not embedded:
+            path = out / "models" / f"{model}.pt"
+            if not path.is_file():
+                if not train_missing:
+                    raise UserError(f"no checkpoint for {model}: pass --checkpoint {model}=PATH, or drop --no-train to train it into {path}")
+                print(train_job(model, data, Path(root) if root else None, Path(images_root) if images_root else None, None, seed, path, device=device).summary())
+            checkpoints[model] = path
+    models = [{"name": model, "checkpoint": str(checkpoints[model].resolve())} if model in checkpoints else model for model in chosen.models]
+    data_section = {"name": data, "split": "test", **({"root": str(Path(root).resolve())} if root else {}), **({"images_root": str(Path(images_root).resolve())} if images_root else {})}
+    experiment = {**chosen.experiment, "models": models, "out": "runs", "data": data_section, "seeds": [seed], "device": device, **({"limit": limit} if limit else {})}
+    out.mkdir(parents=True, exist_ok=True)
+    study_file = out / "study.yaml"
+    write_atomic(study_file, f"# gazebench reproduce {study}: {chosen.title}\n" + yaml.safe_dump(experiment, sort_keys=False))
+    run_experiment(study_file, train_missing=train_missing)
+    run_dirs = [request.out for _, request in resolve_experiment(read_experiment(study_file), {}, base=out).requests]
+    return write_study_outputs(chosen, run_dirs, out, seed)

@@ -103,11 +103,13 @@ def data_options(function):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image (default: skip it, count and list it in run.log).")
 @click.option("--no-train", is_flag=True, help="Require existing weights: when the embedded data's cached model is missing, fail naming the `gazebench train` command that makes it instead of training it.")
+@click.option("--no-report", is_flag=True, help="Do not write RUN_DIR/report.html, the self-contained HTML report (`gazebench report RUN_DIR` writes it later).")
 @click.pass_context
-def run(ctx, config, model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, max_batch_elements, target, label_map, split, device, batch_size, limit, out, seed, strict, no_train) -> None:
-    """Compute saliency maps, score them against gaze, and print the leaderboard."""
+def run(ctx, config, model, checkpoint, data, root, images_root, gaze_sigma, labels, methods, metrics, max_batch_elements, target, label_map, split, device, batch_size, limit, out, seed,
+        strict, no_train, no_report) -> None:
+    """Compute saliency maps, score them against gaze, print the leaderboard and write the HTML report."""
     if config is not None:
-        return run_experiment_command(ctx, config, no_train)
+        return run_experiment_command(ctx, config, no_train, no_report)
     if model is None:
         raise UserError("--model is required (or --config EXPERIMENT.yaml); see `gazebench list models`")
     from gazebench.api import benchmark_and_report
@@ -123,12 +125,12 @@ def run(ctx, config, model, checkpoint, data, root, images_root, gaze_sigma, lab
         device=device, batch_size=batch_size, limit=limit, seed=seed, gaze_sigma=gaze_sigma, labels=labels, label_map=label_map, strict=strict,
         max_batch_elements=max_batch_elements,
     )
-    board = benchmark_and_report(request, lambda: LoadedModel(*adapter_for_run(model, checkpoint, data, root, images_root, device, train_missing=not no_train)))
+    board = benchmark_and_report(request, lambda: LoadedModel(*adapter_for_run(model, checkpoint, data, root, images_root, device, train_missing=not no_train)), report=not no_report)
     click.echo(format_markdown(board))
-    click.echo(run_summary(request.out))
+    click.echo(run_summary(request.out, report=not no_report))
 
 
-def run_experiment_command(ctx: click.Context, config: Path, no_train: bool) -> None:
+def run_experiment_command(ctx: click.Context, config: Path, no_train: bool, no_report: bool) -> None:
     """``run --config``: the file's experiment, with the flags the user typed replacing its values."""
     from click.core import ParameterSource
 
@@ -147,7 +149,7 @@ def run_experiment_command(ctx: click.Context, config: Path, no_train: bool) -> 
     }
     if "label_map" in given:
         raise UserError("--label-map with --config: give label_map per model in the file's models")
-    board = run_experiment(config, train_missing=not no_train, **overrides)
+    board = run_experiment(config, train_missing=not no_train, report=not no_report, **overrides)
     click.echo(format_markdown(board))
 
 
@@ -288,7 +290,7 @@ def score(saliency, gaze, fixations, masks, centre_bias, metrics, device, out) -
 
 
 @main.command(name="tables")
-@click.option("--paper", required=True, help="The study whose tables to make: mimic2023, shamsul2023.")
+@click.option("--paper", required=True, help="The study whose tables to make: karargyris2021, kim2022, mimic2023, shamsul2023, watanabe2022.")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the tables' .md, .csv and .tex files (default: tables/<paper>).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
@@ -306,6 +308,44 @@ def tables_command(paper, run_dirs, out, seed) -> None:
         text, written = write_paper_tables(paper, list(run_dirs), out, seed=seed)
     click.echo(text)
     click.echo(f"wrote {len(written)} files to {out}")
+
+
+@main.command()
+@click.argument("study")
+@data_options
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="MODEL=PATH", help="Use this checkpoint for one of the study's models instead of training it (repeat for several).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for everything: study.yaml, models/ (trained on your data), runs/, tables/, figures/, report.html.")
+@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N test images (a quick look; the tables then say so through n).")
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-train", is_flag=True, help="Refuse, naming the missing checkpoint, instead of training a model the study needs.")
+def reproduce(study, data, root, images_root, gaze_sigma, labels, checkpoints, out, limit, device, seed, no_train) -> None:
+    """Reproduce a seed study (karargyris2021, kim2022, mimic2023, shamsul2023, watanabe2022) in one resumable command:
+    train its models (or take --checkpoint MODEL=PATH), run its methods and metrics, write its tables, figures and report."""
+    from gazebench.api import reproduce as reproduce_study
+
+    if gaze_sigma is not None or labels is not None:
+        fail(click.get_current_context(), "reproduce uses each dataset's published gaze sigma and labels; drop --gaze-sigma and --labels (or run the study's experiment file yourself)")
+    given = {}
+    for item in checkpoints:
+        name, separator, path = item.partition("=")
+        if not separator or not name or not path:
+            fail(click.get_current_context(), f"--checkpoint {item!r}: write MODEL=PATH, e.g. --checkpoint densenet121=ckpt/densenet121.pt")
+        given[name] = Path(path)
+    outputs = reproduce_study(study, out, data=data, root=root, images_root=images_root, checkpoints=given, device=device, limit=limit, seed=seed, train_missing=not no_train)
+    click.echo(outputs.tables_markdown)
+    click.echo(f"wrote {len(outputs.files)} files: tables in {out / 'tables'}, figures in {out / 'figures'}, the report {out / 'report.html'}; the runs are in {out / 'runs'}")
+
+
+@main.command(name="report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="The HTML file to write (default: RUN_DIR/report.html for one run; required for several).")
+def report_command(run_dirs, out) -> None:
+    """One self-contained HTML report of one or several runs (opens with no network): sortable leaderboard, figures,
+    breakdown by class, region analysis, data summary, configuration; with several runs also their combined leaderboard."""
+    from gazebench.api import report
+
+    click.echo(f"wrote {report(list(run_dirs), out)}")
 
 
 @main.command(name="leaderboard")

@@ -51,3 +51,24 @@ def test_gradcam_maps_agree_with_their_own_gaze_more_than_with_other_images(trai
     assert float(difference.mean()) > 0.05, (float(own[defined].mean()), float(others[defined].mean()))
     assert float((difference > 0).float().mean()) > 0.65
     assert wilcoxon(difference.numpy(), alternative="greater").pvalue < 0.01
+
+
+def test_a_runs_stored_predictions_give_the_training_reports_test_auroc_and_intervals(trained_unet_gaze_home, trained, tmp_path):
+    """Two paths to one number: the AUROC tables read the run's predictions, training evaluated the model itself."""
+    from click.testing import CliRunner
+
+    from gazebench.aggregate.classification import auroc_table
+    from gazebench.aggregate.runs import run_predictions
+    from gazebench.cli import main
+
+    _, checkpoint, _ = trained
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GAZEBENCH_HOME", str(trained_unet_gaze_home))
+        result = CliRunner().invoke(main, ["run", "--model", "unet_gaze", "--methods", "gradcam", "--metrics", "nss", "--out", str(tmp_path / "run"), "--no-report"])
+    assert result.exit_code == 0, result.output
+    report = yaml.safe_load(checkpoint.with_suffix(".report.yaml").read_text())
+    table = auroc_table(run_predictions(tmp_path / "run"), seed=report["test_bootstrap"]["seed"]).set_index("class")
+    for name, value in report["test_auroc"].items():
+        assert table.loc[name, "auroc"] == pytest.approx(value, abs=1e-6)
+        assert [table.loc[name, "ci_low"], table.loc[name, "ci_high"]] == pytest.approx(report["test_auroc_ci95"][name], abs=1e-6)
+    assert table.loc["mean", "auroc"] == pytest.approx(report["test_mean_auroc"], abs=1e-6)

@@ -27,9 +27,9 @@ def auroc_table(predictions: pd.DataFrame, n_boot: int = BOOTSTRAP["replicates"]
     without positives or negatives has a NaN AUROC and is left out of the mean.
     """
     classes = list(dict.fromkeys(predictions["class"]))
-    wide = predictions.pivot_table(index=["image_id", "patient_id"], columns="class", values=["prob", "label"], aggfunc="first", dropna=False)
+    wide = predictions.pivot(index="image_id", columns="class", values=["prob", "label"])  # one row per image
     probs, labels = wide["prob"][classes].to_numpy(float), wide["label"][classes].to_numpy(float)
-    patients = wide.index.get_level_values("patient_id").astype(str).tolist()
+    patients = predictions.groupby("image_id")["patient_id"].first().reindex(wide.index).astype(str).tolist()
     point = auroc_ovr(probs, labels).numpy()
     replicates = auroc_replicates(probs, labels, patients, n_boot, seed) if n_boot else np.full((0, len(classes)), np.nan)
     records = []

@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from gazebench.aggregate.examples import Examples, Pick
 
 MAP_COLOURS = "viridis"  # perceptually uniform and colour-blind safe
-PANEL_INCHES = 1.7
+PANEL_INCHES = (1.7, 1.25)  # the side of one panel: up to WIDE_AFTER columns, and beyond (keeps the PNG of `all` methods near 1 MB)
+WIDE_AFTER = 9
 OVERLAY_OPACITY = 0.8  # of a map's peak over the radiograph
 
 
@@ -58,7 +59,8 @@ def draw_example_grid(examples: Examples, picks: list[Pick], overlay: bool = Fal
     ``overlay``: each map drawn over the radiograph (semi-transparent) instead of on its own.
     """
     columns = columns_of(examples)
-    figure = Figure(figsize=(PANEL_INCHES * (len(columns) + 1) + 1.0, PANEL_INCHES * len(picks) + 0.9), layout="constrained")
+    side = PANEL_INCHES[len(columns) + 1 > WIDE_AFTER]
+    figure = Figure(figsize=(side * (len(columns) + 1) + 1.0, side * len(picks) + 0.9), layout="constrained")
     FigureCanvasAgg(figure)
     axes = np.atleast_2d(figure.subplots(len(picks), len(columns) + 1, squeeze=False))
     for row, pick in enumerate(picks):

@@ -1,9 +1,9 @@
 """Every file a person reads of one run, written from its store (through ``gazebench.aggregate``).
 
 leaderboard.csv/.md/.tex, comparisons.csv (paired tests), breakdown.csv/.md (by class and
-correctness) and, when the data have anatomical regions, regions.csv, regions_by_class.csv,
-regions_agreement.csv and regions.md.  Each file is written atomically; running it again
-rewrites them from the same rows.
+correctness), when the data have anatomical regions regions.csv, regions_by_class.csv,
+regions_agreement.csv and regions.md, the figures (figures/*.png and .pdf) and, unless turned
+off, report.html.  Each file is written atomically; running it again rewrites them from the same rows.
 """
 
 from __future__ import annotations
@@ -12,52 +12,49 @@ from pathlib import Path
 
 import pandas as pd
 
-from gazebench.aggregate.breakdown import breakdown
 from gazebench.aggregate.leaderboard import rank
 from gazebench.aggregate.notes import attention_lines
-from gazebench.aggregate.regions import KEY_COLUMNS as REGION_KEYS
-from gazebench.aggregate.regions import analyse_regions
-from gazebench.aggregate.runs import run_region_shares, run_rows, run_seed
+from gazebench.aggregate.regions import RegionAnalysis
 from gazebench.atomic import write_atomic
-from gazebench.bootstrap import BOOTSTRAP
 from gazebench.report.breakdown import format_breakdown_markdown
+from gazebench.report.figures import run_figures, write_figures
+from gazebench.report.html import REPORT_FILE, RunReport, render_report
 from gazebench.report.leaderboard import format_latex, format_markdown
 from gazebench.report.regions import format_markdown as format_region_markdown
+from gazebench.report.run_tables import RunTables, compute_run_tables
 
 
-def write_run_outputs(run_dir: str | Path) -> pd.DataFrame:
-    """Write every readable file of the run in ``run_dir`` and return its leaderboard."""
-    run_dir = Path(run_dir)
-    write_region_analysis(run_dir)
-    return write_leaderboard(run_dir, run_seed(run_dir))
+def write_run_outputs(run_dir: str | Path, report: bool = True) -> pd.DataFrame:
+    """Write every readable file of the run in ``run_dir`` (``report``: report.html too) and return its leaderboard."""
+    tables = compute_run_tables(Path(run_dir))
+    if tables.regions is not None:
+        write_region_analysis(tables.run_dir, tables.regions)
+    write_leaderboard(tables)
+    figures = run_figures(tables.run_dir, tables)
+    write_figures(tables.run_dir, figures)
+    if report:
+        write_atomic(tables.run_dir / REPORT_FILE, render_report([RunReport(tables, figures)]))
+    return tables.leaderboard
 
 
-def write_region_analysis(run_dir: Path) -> None:
+def write_region_analysis(run_dir: Path, analysis: RegionAnalysis) -> None:
     """regions.csv (per map: shares, z-scores, most salient region), regions_by_class.csv,
-    regions_agreement.csv and regions.md -- when the data have anatomical regions."""
-    shares = run_region_shares(run_dir)
-    if shares.empty:
-        return
-    names = [column for column in shares.columns if column not in REGION_KEYS]
-    analysis = analyse_regions(shares, names)
+    regions_agreement.csv and regions.md."""
     write_atomic(run_dir / "regions.csv", analysis.per_map.to_csv(index=False))
     write_atomic(run_dir / "regions_by_class.csv", analysis.class_distribution.to_csv(index=False))
     write_atomic(run_dir / "regions_agreement.csv", analysis.agreement.to_csv(index=False))
     write_atomic(run_dir / "regions.md", format_region_markdown(analysis))
 
 
-def write_leaderboard(run_dir: Path, seed: int) -> pd.DataFrame:
+def write_leaderboard(tables: RunTables) -> None:
     """leaderboard.csv/.md/.tex, comparisons.csv (paired tests) and breakdown.csv/.md (by class and correctness)."""
-    rows = run_rows(run_dir)
-    leaderboard, table = rank(rows, seed)
-    by_class = breakdown(rows, BOOTSTRAP["replicates"], seed, BOOTSTRAP["level"])
-    write_atomic(run_dir / "comparisons.csv", table.to_csv(index=False))
-    write_atomic(run_dir / "breakdown.csv", by_class.to_csv(index=False))
-    write_atomic(run_dir / "breakdown.md", format_breakdown_markdown(by_class))
+    run_dir, leaderboard = tables.run_dir, tables.leaderboard
+    write_atomic(run_dir / "comparisons.csv", tables.comparisons.to_csv(index=False))
+    write_atomic(run_dir / "breakdown.csv", tables.breakdown.to_csv(index=False))
+    write_atomic(run_dir / "breakdown.md", format_breakdown_markdown(tables.breakdown))
     write_atomic(run_dir / "leaderboard.tex", format_latex(leaderboard))
     write_atomic(run_dir / "leaderboard.csv", leaderboard.to_csv(index=False))
     write_atomic(run_dir / "leaderboard.md", format_markdown(leaderboard) + notes_markdown(run_dir))
-    return leaderboard
 
 
 def notes_markdown(run_dir: Path) -> str:
@@ -66,12 +63,13 @@ def notes_markdown(run_dir: Path) -> str:
     return "\n\n**Warnings and skips** (run.log):\n\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
 
 
-def run_summary(run_dir: str | Path) -> str:
-    """What the command line prints after the leaderboard: the warnings and skips, then where the files are."""
+def run_summary(run_dir: str | Path, report: bool = True) -> str:
+    """What the command line prints after the leaderboard: the warnings and skips, then where the files are (``report``: report.html was written)."""
     run_dir = Path(run_dir)
     lines = attention_lines(run_dir)
     notes = "\n".join(["", f"{len(lines)} warning/skip line(s) in run.log:", *lines]) if lines else ""
-    return f"{notes}\n\nrun directory: {run_dir} (leaderboard.csv, leaderboard.md, scores/, run.log)"
+    report_line = f"\nreport: {run_dir / REPORT_FILE} (open it in a browser; no network needed)" if report else ""
+    return f"{notes}\n\nrun directory: {run_dir} (leaderboard.csv, leaderboard.md, figures/, scores/, run.log){report_line}"
 
 
 def write_combined_leaderboard(run_dirs: list[Path], out: Path, seed: int, stem: str = "leaderboard") -> pd.DataFrame:

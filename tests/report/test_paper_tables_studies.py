@@ -85,7 +85,7 @@ def test_auroc_table_matches_sklearn_and_its_mean_interval_holds_the_mean():
         assert table.loc[name, "ci_low"] <= table.loc[name, "auroc"] <= table.loc[name, "ci_high"]
         assert table.loc[name, "n"] == 60 and table.loc[name, "n_positive"] == 20
     assert table.loc["mean", "auroc"] == pytest.approx(np.mean([table.loc[name, "auroc"] for name in CLASSES]))
-    assert table.loc["mean", "ci_low"] < table.loc["mean", "auroc"] < table.loc["mean", "ci_high"]
+    assert table.loc["mean", "ci_low"] < table.loc["mean", "auroc"] < table.loc["mean", "ci_high"] and table.loc["mean", "n"] == 60
 
 
 def test_auroc_table_leaves_uncertain_labels_out():

@@ -34,7 +34,10 @@ def tables(runs: list[RunInfo], n_boot: int = BOOTSTRAP["replicates"], seed: int
 
 
 def label(run: RunInfo) -> str:
-    return f"{run.model} ({run.path.name})" if run.model == GENERATOR else f"{run.model} baseline"
+    """A generator run is named by its run directory (one per experiment set), the baseline as such."""
+    if run.model != GENERATOR:
+        return f"{run.model} baseline"
+    return run.model if run.path.name == run.model else f"{run.model} ({run.path.name})"
 
 
 def auroc(baseline: RunInfo, generators: list[RunInfo], n_boot: int, seed: int) -> PaperTable:
