@@ -255,17 +255,19 @@ def run_experiment(config: str | os.PathLike, train_missing: bool = True, report
     return boards[0] if len(boards) == 1 else pd.concat([board.assign(seed=seed) for board, seed in zip(boards, seeds)], ignore_index=True)
 
 
-def report(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
+def report(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike | None = None, image_ids: Sequence[str] | None = None) -> Path:
     """``gazebench report RUN_DIR... [--out FILE]``: one self-contained HTML file (no network needed to open it) with
     each run's leaderboard (sortable), figures, breakdown by class, region analysis, data summary, configuration and,
     for credentialed data, data-use notice, and with several runs their combined leaderboard.
 
     ``out`` defaults to ``RUN_DIR/report.html`` for one run and is required for several; returns the file written.
+    ``image_ids``: the images the maps figures show (among each run's first 32, whose maps it keeps) instead of
+    the best, median and worst.
     A folder that is not a run, a run given twice or a missing ``out`` is a one-line ``UserError``.
     """
     from gazebench.report.html import write_report
 
-    return write_report([run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs), out)
+    return write_report([run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs), out, list(image_ids) if image_ids else None)
 
 
 def paper_tables(paper: str, run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, seed: int = 0) -> dict[str, pd.DataFrame]:

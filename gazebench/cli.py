@@ -340,12 +340,13 @@ def reproduce(study, data, root, images_root, gaze_sigma, labels, checkpoints, o
 @main.command(name="report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="The HTML file to write (default: RUN_DIR/report.html for one run; required for several).")
-def report_command(run_dirs, out) -> None:
+@click.option("--image", "images", multiple=True, metavar="IMAGE_ID", help="Show this image in the maps figures instead of the best, median and worst (repeat for several; one of the run's first 32 images, whose maps it keeps).")
+def report_command(run_dirs, out, images) -> None:
     """One self-contained HTML report of one or several runs (opens with no network): sortable leaderboard, figures,
     breakdown by class, region analysis, data summary, configuration; with several runs also their combined leaderboard."""
     from gazebench.api import report
 
-    click.echo(f"wrote {report(list(run_dirs), out)}")
+    click.echo(f"wrote {report(list(run_dirs), out, image_ids=list(images) or None)}")
 
 
 @main.command(name="leaderboard")

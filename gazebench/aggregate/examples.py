@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from gazebench.aggregate.statistics import higher_is_better
+from gazebench.errors import UserError
 from gazebench.protocol import REFERENCE_MAPS
-from gazebench.run.store import RunStore
+from gazebench.run.store import EXAMPLE_IMAGES, RunStore
 
 PICK_METRICS = ("ssim", "cc", "nss", "kl")  # the first the run holds ranks the examples
 
@@ -56,15 +57,24 @@ def read_examples(run_dir) -> Examples:
     return Examples(by_image.get("radiograph", {}), by_image.get("gaze", {}), maps, list(methods))
 
 
-def pick_examples(rows: pd.DataFrame, examples: Examples, labels: tuple[str, ...] = ("best", "median", "worst")) -> list[Pick]:
-    """The best, median and worst kept (image, target) by the mean over methods of the first metric of PICK_METRICS the run holds."""
+def pick_examples(rows: pd.DataFrame, examples: Examples, labels: tuple[str, ...] = ("best", "median", "worst"), image_ids: list[str] | None = None) -> list[Pick]:
+    """The best, median and worst kept (image, target) by the mean over methods of the first metric of PICK_METRICS the run holds.
+
+    ``image_ids``: these images instead (each of its kept targets, labelled ``chosen``); an image
+    whose maps the run did not keep is refused in one line that names the kept ones.
+    """
     metric = next((name for name in PICK_METRICS if name in set(rows["metric"])), None)
     kept = {(image_id, target) for _, image_id, target in examples.maps}
     if metric is None or not kept:
+        if image_ids:
+            raise UserError(f"the run kept no maps to show images {', '.join(image_ids)} (it was made before runs kept maps: run it again into a new --out)")
         return []
     scored = rows[(rows["metric"] == metric) & ~rows["method"].isin(list(REFERENCE_MAPS)) & (rows["reader"].astype(str) == "all")]
     scored = scored[[key in kept for key in zip(scored["image_id"], scored["target"])]]
-    means = scored.groupby(["image_id", "target"])["value"].mean().dropna().sort_values(ascending=not higher_is_better(metric), kind="stable")
+    means = scored.groupby(["image_id", "target"])["value"].mean()
+    if image_ids:
+        return chosen_examples(image_ids, sorted(kept), means, metric)
+    means = means.dropna().sort_values(ascending=not higher_is_better(metric), kind="stable")
     if means.empty:
         return []
     positions = {"best": 0, "median": (len(means) - 1) // 2, "worst": len(means) - 1}
@@ -74,4 +84,17 @@ def pick_examples(rows: pd.DataFrame, examples: Examples, labels: tuple[str, ...
         if (image_id, target) not in seen:
             seen.add((image_id, target))
             picks.append(Pick(label, image_id, target, metric, float(score)))
+    return picks
+
+
+def chosen_examples(image_ids: list[str], kept: list[tuple[str, str]], means: pd.Series, metric: str) -> list[Pick]:
+    """A ``chosen`` pick per kept target of each named image, in the order given."""
+    kept_images = list(dict.fromkeys(image_id for image_id, _ in kept))
+    picks = []
+    for image_id in image_ids:
+        targets = [target for kept_id, target in kept if kept_id == image_id]
+        if not targets:
+            shown = ", ".join(kept_images[:5]) + (", ..." if len(kept_images) > 5 else "")
+            raise UserError(f"image {image_id} has no kept maps: a run keeps the maps of its first {EXAMPLE_IMAGES} images ({len(kept_images)} here: {shown}); choose one of them")
+        picks += [Pick("chosen", image_id, target, metric, float(means.get((image_id, target), float("nan")))) for target in targets]
     return picks

@@ -66,8 +66,9 @@ class FigureEntry:
         return None if isinstance(self.figure, bytes) else pdf_bytes(self.figure)
 
 
-def run_figures(run_dir: str | Path, tables: RunTables | None = None) -> list[FigureEntry]:
-    """The figures the run in ``run_dir`` has (``tables``: its tables when the caller has them already)."""
+def run_figures(run_dir: str | Path, tables: RunTables | None = None, image_ids: list[str] | None = None) -> list[FigureEntry]:
+    """The figures the run in ``run_dir`` has (``tables``: its tables when the caller has them already;
+    ``image_ids``: the images the maps figures show, instead of the best, median and worst)."""
     tables = tables or read_run_tables(Path(run_dir))
     figures = []
     if tables.has_scores:
@@ -88,7 +89,7 @@ def run_figures(run_dir: str | Path, tables: RunTables | None = None) -> list[Fi
             "For each class, how often each anatomical region is the most salient one (highest share of the map's mass, z-scored against the "
             "method's other maps) of each method's maps, beside the same for the radiologists' gaze (regions_by_class.csv).",
         ))
-    figures += example_figures(Path(run_dir), tables.rows if tables.has_scores else None)
+    figures += example_figures(Path(run_dir), tables.rows if tables.has_scores else None, image_ids=image_ids)
     if tables.sanity is not None:
         figures.append(FigureEntry(
             "Sanity check: cascading randomisation", "sanity", draw_sanity(tables.sanity),
@@ -98,16 +99,16 @@ def run_figures(run_dir: str | Path, tables: RunTables | None = None) -> list[Fi
     return figures
 
 
-def example_figures(run_dir: Path, rows=None, prefix: str = "") -> list[FigureEntry]:
+def example_figures(run_dir: Path, rows=None, prefix: str = "", image_ids: list[str] | None = None) -> list[FigureEntry]:
     """The run's qualitative grid and overlays (best, median, worst of its first images, whose maps it kept); none without kept maps.
 
     ``prefix`` goes before the file stems (``examples``, ``overlays``) where several runs' figures share a folder."""
     examples = read_examples(run_dir)
-    picks = pick_examples(run_rows(run_dir) if rows is None else rows, examples) if not examples.empty else []
+    picks = pick_examples(run_rows(run_dir) if rows is None else rows, examples, image_ids=image_ids) if not examples.empty or image_ids else []
     if not picks:
         return []
     model = run_config(run_dir).get("model", {}).get("name", run_dir.name)
-    how = f"the best, median and worst of the run's first {len(examples.radiograph)} images by mean {picks[0].metric} over the methods"
+    how = "the chosen images" if image_ids else f"the best, median and worst of the run's first {len(examples.radiograph)} images by mean {picks[0].metric} over the methods"
     return [
         FigureEntry(f"{model}: maps beside the radiograph and the gaze", f"{prefix}examples", draw_example_grid(examples, picks),
                     f"Model {model}, {how}: the radiograph, each method's map for the class it explains, the gaze density; each map divided by its maximum."),

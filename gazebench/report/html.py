@@ -110,13 +110,14 @@ class CombinedLeaderboard:
     note: str | None
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
-    """``gazebench report``: the report of ``run_dirs`` into ``out`` (default ``RUN_DIR/report.html`` for one run; required for several)."""
+def write_report(run_dirs: list[str | Path], out: str | Path | None = None, image_ids: list[str] | None = None) -> Path:
+    """``gazebench report``: the report of ``run_dirs`` into ``out`` (default ``RUN_DIR/report.html`` for one run; required for several);
+    ``image_ids``: the images its maps figures show (default: each run's best, median and worst kept image)."""
     run_dirs = [Path(run_dir) for run_dir in run_dirs]
     out = report_path(run_dirs, out)
     check_output_file(out)
     runs = [read_run_tables(run_dir) for run_dir in run_dirs]
-    write_atomic(out, render_report([RunReport(tables, run_figures(tables.run_dir, tables)) for tables in runs], combined_leaderboard(runs)))
+    write_atomic(out, render_report([RunReport(tables, run_figures(tables.run_dir, tables, image_ids)) for tables in runs], combined_leaderboard(runs)))
     return out
 
 

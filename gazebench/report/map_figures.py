@@ -50,7 +50,8 @@ def panel_map(examples: Examples, pick: Pick, column: str) -> np.ndarray | None:
 
 
 def row_title(pick: Pick) -> str:
-    return f"{pick.label}: {pick.metric} {pick.score:.2f}\n{pick.image_id[:14]}\nclass {pick.target}"
+    score = "-" if pick.score != pick.score else f"{pick.score:.2f}"  # NaN: the image has no defined score
+    return f"{pick.label}: {pick.metric} {score}\n{pick.image_id[:14]}\nclass {pick.target}"
 
 
 def draw_example_grid(examples: Examples, picks: list[Pick], overlay: bool = False) -> Figure:
@@ -83,7 +84,8 @@ def draw_example_grid(examples: Examples, picks: list[Pick], overlay: bool = Fal
     for column, name in enumerate(["radiograph", *columns]):
         axes[0, column].set_title(name, fontsize="small")
     colour_bar = figure.colorbar(ScalarMappable(Normalize(0.0, 1.0), colormaps[MAP_COLOURS]), ax=axes, shrink=0.8, pad=0.01)
-    colour_bar.set_label("map / its maximum (0: none, 1: the map's peak)" + ("; overlays fade out towards 0" if overlay else ""))
+    colour_bar.set_label("map / its maximum" + ("\n(opacity grows with it)" if overlay else ""))
     kind = "overlaid on the radiograph" if overlay else "beside the radiograph and the gaze density"
-    figure.suptitle(f"Maps {kind}: best, median and worst kept image by mean {picks[0].metric} over methods" if picks else f"Maps {kind}")
+    automatic = picks and all(pick.label != "chosen" for pick in picks)
+    figure.suptitle(f"Maps {kind}: best, median and worst kept image by mean {picks[0].metric} over methods" if automatic else f"Maps {kind}")
     return figure

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from gazebench.aggregate.examples import Examples, Pick, pick_examples
+from gazebench.errors import UserError
 from gazebench.report.map_figures import draw_example_grid
 from gazebench.run.store import RunStore
 
@@ -91,3 +92,12 @@ def test_stored_maps_come_back_within_the_quantisation_step(tmp_path):
     assert back["image_ids"] == ["a", "b", "c"] and back["targets"] == ["CHF", "Normal", "CHF"] and not inputs
     step = (maps.max(axis=(1, 2)) - maps.min(axis=(1, 2))) / 255
     assert (np.abs(back["maps"] - maps).max(axis=(1, 2)) <= step / 2 + 1e-12).all()
+
+
+def test_chosen_images_replace_the_automatic_picks_and_an_image_without_kept_maps_is_refused():
+    rows = pd.DataFrame([{"image_id": f"i{i}", "target": "CHF", "reader": "all", "method": "gradcam", "metric": "nss", "value": float(i)} for i in range(3)])
+    kept = Examples({}, {}, {("gradcam", f"i{i}", "CHF"): np.zeros((2, 2)) for i in range(3)}, ["gradcam"])
+    picks = pick_examples(rows, kept, image_ids=["i2", "i0"])
+    assert [(pick.label, pick.image_id, pick.score) for pick in picks] == [("chosen", "i2", 2.0), ("chosen", "i0", 0.0)]
+    with pytest.raises(UserError, match=r"^image i9 has no kept maps: a run keeps the maps of its first 32 images \(3 here: i0, i1, i2\); choose one of them$"):
+        pick_examples(rows, kept, image_ids=["i9"])

@@ -72,3 +72,16 @@ def test_a_run_made_before_predictions_were_stored_gains_them_without_recomputin
     assert len(run_predictions(copy)) == 18 and sorted(path.name for path in RunStore(copy).predictions.iterdir()) == ["batch00000.parquet", "batch00001.parquet"]
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
     pd.testing.assert_frame_equal(pd.read_csv(copy / "leaderboard.csv"), before)
+
+
+def test_the_report_shows_chosen_images_and_refuses_one_whose_maps_were_not_kept(small_run, tmp_path):
+    from gazebench.report.figures import run_figures
+
+    first = read_examples(small_run).maps
+    image_id = sorted({image for _, image, _ in first})[0]
+    grid = next(entry for entry in run_figures(small_run, image_ids=[image_id]) if entry.stem == "examples").figure
+    assert grid.axes[0].get_ylabel().startswith("chosen: ") and image_id[:14] in grid.axes[0].get_ylabel()
+    result = CliRunner().invoke(main, ["report", str(small_run), "--out", str(tmp_path / "chosen.html"), "--image", image_id])
+    assert result.exit_code == 0 and (tmp_path / "chosen.html").is_file(), result.output
+    refused = CliRunner().invoke(main, ["report", str(small_run), "--out", str(tmp_path / "no.html"), "--image", "not-an-image"])
+    assert refused.exit_code == 2 and refused.stderr.startswith("gazebench: error: image not-an-image has no kept maps") and not (tmp_path / "no.html").exists()
