@@ -166,7 +166,7 @@ class RunStore:
             stem = path.name[: -len(".npz")]
             is_input = "-" not in stem
             name = stem.split(".", 1)[1] if is_input else stem.split("-", 1)[1]
-            with np.load(path) as stored:
+            with np.load(path, allow_pickle=False) as stored:
                 maps = stored["low"][:, None, None] + stored["maps"].astype(np.float64) / 255 * (stored["high"] - stored["low"])[:, None, None]
                 (inputs if is_input else methods).setdefault(name, []).append({"image_ids": stored["image_ids"].tolist(), "targets": stored["targets"].tolist(), "maps": maps})
         return methods, inputs
