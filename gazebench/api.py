@@ -243,7 +243,9 @@ def run_experiment(config: str | os.PathLike, train_missing: bool = True, report
     for entry, request in experiment.requests:
         check_output_dir(request.out)
     for entry, request in experiment.requests:
-        loader = lambda entry=entry, request=request: LoadedModel(*adapter_for_run(entry.name, entry.checkpoint, request.data, request.root, request.images_root, request.device, train_missing=train_missing))
+        def loader(entry=entry, request=request):
+            return LoadedModel(*adapter_for_run(entry.name, entry.checkpoint, request.data, request.root, request.images_root, request.device, train_missing=train_missing))
+
         benchmark_and_report(request, loader, report=report)
     seeds = experiment.resolved["seeds"]
     boards = []
@@ -344,4 +346,4 @@ def reproduce(
     write_atomic(study_file, f"# gazebench reproduce {study}: {chosen.title}\n" + yaml.safe_dump(experiment, sort_keys=False))
     run_experiment(study_file, train_missing=train_missing)
     run_dirs = [request.out for _, request in resolve_experiment(read_experiment(study_file), {}, base=out).requests]
-    return write_study_outputs(chosen, run_dirs, out, seed)
+    return write_study_outputs(chosen, run_dirs, out, out / "runs" / "report.html", seed)  # run_experiment wrote the runs' report

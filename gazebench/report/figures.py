@@ -27,6 +27,7 @@ from gazebench.report.run_tables import RunTables, read_run_tables
 from gazebench.report.sanity_figure import draw_sanity
 
 FIGURES_FOLDER = "figures"
+EXAMPLE_STEMS = ("examples", "overlays")  # the file stems of a run's maps figures
 PNG_DPI = 100
 
 
@@ -99,10 +100,8 @@ def run_figures(run_dir: str | Path, tables: RunTables | None = None, image_ids:
     return figures
 
 
-def example_figures(run_dir: Path, rows=None, prefix: str = "", image_ids: list[str] | None = None) -> list[FigureEntry]:
-    """The run's qualitative grid and overlays (best, median, worst of its first images, whose maps it kept); none without kept maps.
-
-    ``prefix`` goes before the file stems (``examples``, ``overlays``) where several runs' figures share a folder."""
+def example_figures(run_dir: Path, rows=None, image_ids: list[str] | None = None) -> list[FigureEntry]:
+    """The run's qualitative grid and overlays (best, median, worst of its first images, whose maps it kept; or ``image_ids``); none without kept maps."""
     examples = read_examples(run_dir)
     picks = pick_examples(run_rows(run_dir) if rows is None else rows, examples, image_ids=image_ids) if not examples.empty or image_ids else []
     if not picks:
@@ -110,9 +109,9 @@ def example_figures(run_dir: Path, rows=None, prefix: str = "", image_ids: list[
     model = run_config(run_dir).get("model", {}).get("name", run_dir.name)
     how = "the chosen images" if image_ids else f"the best, median and worst of the run's first {len(examples.radiograph)} images by mean {picks[0].metric} over the methods"
     return [
-        FigureEntry(f"{model}: maps beside the radiograph and the gaze", f"{prefix}examples", draw_example_grid(examples, picks),
+        FigureEntry(f"{model}: maps beside the radiograph and the gaze", EXAMPLE_STEMS[0], draw_example_grid(examples, picks),
                     f"Model {model}, {how}: the radiograph, each method's map for the class it explains, the gaze density; each map divided by its maximum."),
-        FigureEntry(f"{model}: maps over the radiograph", f"{prefix}overlays", draw_example_grid(examples, picks, overlay=True),
+        FigureEntry(f"{model}: maps over the radiograph", EXAMPLE_STEMS[1], draw_example_grid(examples, picks, overlay=True),
                     "The same maps overlaid on the radiograph (the same grid, orientation and letterbox), each map's opacity growing with its value."),
     ]  # fmt: skip
 

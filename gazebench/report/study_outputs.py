@@ -2,8 +2,8 @@
 
 ``DIR/tables/``: the study's tables (``report.papers``, md/csv/tex); ``DIR/figures/``: its figures
 (PNG and PDF): ``regions`` (each class's most salient regions, every model's maps beside the gaze)
-and ``examples`` (each run's qualitative grid and overlays); ``DIR/report.html``: the runs' HTML
-report.  Everything is rewritten from the run directories, so running it again gives the same files.
+and ``examples`` (each run's qualitative grid and overlays, as the run drew them); ``DIR/report.html``:
+the runs' HTML report (the experiment's).  Running it again gives the same files.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import pandas as pd
 from gazebench.aggregate.regions import KEY_COLUMNS as REGION_KEYS
 from gazebench.aggregate.regions import analyse_regions
 from gazebench.aggregate.runs import run_region_shares
+from gazebench.atomic import write_atomic
 from gazebench.report.figure_panels import draw_region_distribution
-from gazebench.report.figures import FigureEntry, example_figures, write_figures
-from gazebench.report.html import write_report
+from gazebench.report.figures import EXAMPLE_STEMS, FIGURES_FOLDER, FigureEntry, write_figures
+from gazebench.report.html import REPORT_FILE
 from gazebench.report.papers import write_paper_tables
 from gazebench.studies import Study
 
@@ -29,22 +30,30 @@ class StudyOutputs:
     files: list[Path]
 
 
-def write_study_outputs(study: Study, run_dirs: list[Path], out: Path, seed: int = 0) -> StudyOutputs:
-    """Tables, figures and report.html of ``study`` from its ``run_dirs``, into ``out``."""
+def write_study_outputs(study: Study, run_dirs: list[Path], out: Path, runs_report: Path, seed: int = 0) -> StudyOutputs:
+    """Tables, figures and report.html of ``study`` from its ``run_dirs``, into ``out``.
+
+    The runs already wrote their figures (``RUN_DIR/figures/``) and the experiment its combined
+    report (``runs_report``): those files are copied, not drawn again; only the tables and the
+    region figure over every model are made here.
+    """
     markdown, files = write_paper_tables(study.paper, run_dirs, out / "tables", seed=seed)
-    files += write_figures(out, study_figures(study, run_dirs))
-    files.append(write_report(run_dirs, out / "report.html"))
-    return StudyOutputs(markdown, files)
-
-
-def study_figures(study: Study, run_dirs: list[Path]) -> list[FigureEntry]:
-    figures = []
     if "regions" in study.figures:
-        figures += region_figure(study, run_dirs)
+        files += write_figures(out, region_figure(study, run_dirs))
     if "examples" in study.figures:
         for run_dir in run_dirs:
-            figures += example_figures(run_dir, prefix=f"{run_dir.name}_")
-    return figures
+            files += copy_figures(run_dir, EXAMPLE_STEMS, out / FIGURES_FOLDER, prefix=f"{run_dir.name}_")
+    write_atomic(out / REPORT_FILE, runs_report.read_bytes())
+    return StudyOutputs(markdown, [*files, out / REPORT_FILE])
+
+
+def copy_figures(run_dir: Path, stems: tuple[str, ...], folder: Path, prefix: str) -> list[Path]:
+    """The run's figure files with these stems (PNG and PDF, those it has) into ``folder``, names prefixed."""
+    copied = []
+    for source in sorted(path for stem in stems for path in (run_dir / FIGURES_FOLDER).glob(f"{stem}.*")):
+        write_atomic(folder / f"{prefix}{source.name}", source.read_bytes())
+        copied.append(folder / f"{prefix}{source.name}")
+    return copied
 
 
 def region_figure(study: Study, run_dirs: list[Path]) -> list[FigureEntry]:
